@@ -1,0 +1,65 @@
+"CPU tests of msmamba_nb.scan_cuda: import without a GPU, PTX for sm_90 (no fp64), simulator runs vs the NumPy reference."
+import os, sys, json, subprocess
+import numpy as np, pytest, torch
+import msmamba_nb.scan_cuda as sc
+
+ENV = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+
+def _sim(code, timeout=300):
+    p = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.split("JSON", 1)[1])
+
+def test_import_does_not_load_numba_cuda():
+    code = "import sys, msmamba_nb.scan_cuda; print('numba.cuda' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0 and p.stdout.strip() == "False", (p.stdout, p.stderr[-2000:])
+
+def test_refuses_cpu_tensors():
+    if sc._simulator(): pytest.skip("simulator process")
+    x = torch.zeros(1, 2, 4)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        sc.selective_scan_cuda(x, x, torch.zeros(2, 2), torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2, 4))
+
+@pytest.mark.parametrize("items", [4, 8])
+def test_ptx_sm90_no_fp64(items):
+    names = ("fwd_warp", "bwd_warp") if items != 4 else ("fwd_warp", "bwd_warp", "fwd_chan", "bwd_chan")
+    for nm in names:
+        p = sc._ptx(nm, cc=(9, 0), **({"items": items} if "warp" in nm else {}))
+        assert ".target sm_90" in p
+        lines = p.splitlines()
+        assert sum(".f64" in l for l in lines) == 0, f"{nm}: fp64 instructions in PTX"
+        assert any("ex2.approx" in l for l in lines), f"{nm}: no fast exp2"
+        if "warp" in nm: assert sum("shfl.sync" in l for l in lines) >= 10
+        if nm == "bwd_warp": assert any("atom.shared.add.f32" in l for l in lines)
+
+def test_bwd_config():
+    for Bt, G, Dk, N in [(232, 4, 24, 16), (58, 1, 24, 16), (232, 4, 192, 16), (3, 4, 192, 16), (2, 2, 4, 64), (1, 1, 1, 1), (1, 1, 500, 1)]:
+        W, S, CPB = sc._bwd_config(Bt, G, Dk, N)
+        cw = -(-CPB // W)
+        assert S * CPB >= Dk and (S - 1) * CPB < Dk and 1 <= W <= 8
+        assert cw <= sc.CWMAX and cw * N <= sc.QMAX
+
+def test_floor_bytes_match_scan_notes():
+    fb, bb = sc.scan_floor_bytes(232, 96, 3136, 16, 4)
+    assert abs(fb / 3.0e12 * 1e3 - 0.404) < 0.002 and abs(bb / 3.0e12 * 1e3 - 0.714) < 0.002   # scan_notes §6.2
+
+def test_sim_twins_vs_reference():
+    res = _sim("import json; from msmamba_nb.scan_cuda import sim_check; print('JSON' + json.dumps(sim_check()))")
+    assert len(res) == 4
+    for r in res:
+        errs = {k: v for k, v in r.items() if k not in ("case", "impl", "dtype")}
+        assert "out" in errs and "du" in errs and max(errs.values()) < 1e-5, r
+
+def test_sim_warp_kernels_vs_reference():
+    code = """import json, msmamba_nb.scan_cuda as m
+res = m.sim_check([(2, 4, 70, 3, 2, ("z",))], impl="warp", tile=64)
+m._BWD_OVERRIDE.update(W=2, S=2)
+res += m.sim_check([(1, 8, 40, 2, 1, ("noD", "B3"))], impl="warp", tile=32)
+print('JSON' + json.dumps(res))"""
+    res = _sim(code)
+    for r in res:
+        assert r["impl"] == "warp"
+        errs = {k: v for k, v in r.items() if k not in ("case", "impl", "dtype")}
+        assert max(errs.values()) < 1e-5, r

@@ -1,0 +1,270 @@
+"Tests of msmamba_nb.train: metrics vs scikit-learn, schedule, checkpoints, determinism, resume, CLI, benchmark."
+import contextlib, io, json, shutil
+from dataclasses import asdict
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+from msmamba_nb import train as T
+from msmamba_nb.data import make_synthetic_dataset, load_data, DataError
+from msmamba_nb.train import (TrainConfig, train, classification_metrics, roc_auc_binary, roc_auc_ovr, WarmupCosine,
+                              EarlyStopping, load_checkpoint, model_from_checkpoint, evaluate_checkpoint,
+                              CheckpointError, SimulatedKill, save_checkpoint, build_model)
+
+SARS_DIR = Path(__file__).resolve().parents[1].parent/'shared'/'datasets'/'sars'
+
+try:
+    from msmamba_nb.model import MicroscopicMamba  # noqa: F401
+    HAVE_MODEL = True
+except Exception:
+    HAVE_MODEL = False
+
+# ---------------------------------------------------------------- metrics against scikit-learn
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_binary_metrics_vs_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300)
+    p1 = np.clip(np.round(rng.random(300) * 0.8 + 0.3 * y, 2), 0, 1)    # rounded: ties
+    probs = np.stack([1 - p1, p1], 1)
+    m = classification_metrics(y, probs, ['neg', 'pos'])
+    pred = probs.argmax(1)
+    assert m['auc_kind'] == 'binary'
+    assert m['AUC'] == pytest.approx(skm.roc_auc_score(y, p1), abs=1e-12) == m['AUC_macro']
+    assert m['OA'] == pytest.approx(skm.accuracy_score(y, pred))
+    for k, f in [('precision_weighted', skm.precision_score), ('recall_weighted', skm.recall_score), ('F1_weighted', skm.f1_score)]:
+        assert m[k] == pytest.approx(f(y, pred, average='weighted', zero_division=0), abs=1e-12)
+    assert m['confusion_matrix'] == skm.confusion_matrix(y, pred).tolist()
+    rep = skm.classification_report(y, pred, output_dict=True, zero_division=0)
+    for i, n in enumerate(['neg', 'pos']):
+        assert m['per_class'][n]['f1'] == pytest.approx(rep[str(i)]['f1-score'], abs=1e-12)
+        assert m['per_class'][n]['support'] == rep[str(i)]['support']
+
+@pytest.mark.parametrize('k', [3, 8])
+def test_multiclass_metrics_vs_sklearn(k):
+    rng = np.random.default_rng(k)
+    y = rng.integers(0, k, 400)
+    probs = rng.dirichlet(np.ones(k), 400) + 0.2 * np.eye(k)[y]; probs /= probs.sum(1, keepdims=True)
+    m = classification_metrics(y, probs)
+    assert m['auc_kind'] == 'ovr'
+    assert m['AUC'] == pytest.approx(skm.roc_auc_score(y, probs, multi_class='ovr', average='weighted'), abs=1e-12)
+    assert m['AUC_macro'] == pytest.approx(skm.roc_auc_score(y, probs, multi_class='ovr', average='macro'), abs=1e-12)
+    pred = probs.argmax(1)
+    assert m['F1_weighted'] == pytest.approx(skm.f1_score(y, pred, average='weighted'), abs=1e-12)
+    assert m['precision_weighted'] == pytest.approx(skm.precision_score(y, pred, average='weighted', zero_division=0), abs=1e-12)
+
+def test_metric_edge_cases():
+    assert np.isnan(roc_auc_binary([1, 1, 1], [0.1, 0.2, 0.3]))
+    assert roc_auc_binary([0, 1], [0.5, 0.5]) == 0.5
+    # a class never predicted: precision 0 for it (sklearn's zero_division=0)
+    y, probs = np.array([0, 1, 2, 2]), np.eye(3)[[0, 0, 2, 2]]
+    m = classification_metrics(y, probs)
+    assert m['per_class']['1']['precision'] == 0.0
+    assert m['precision_weighted'] == pytest.approx(skm.precision_score(y, probs.argmax(1), average='weighted', zero_division=0))
+
+# ---------------------------------------------------------------- schedule and early stopping
+def test_schedule_with_lambdalr():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1e-4)
+    steps_per_epoch, epochs = 2, 200
+    sch = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(10 * steps_per_epoch, epochs * steps_per_epoch))
+    lrs = []
+    for _ in range(epochs * steps_per_epoch):
+        lrs.append(sch.get_last_lr()[0]); opt.step(); sch.step()
+    assert lrs[0] == pytest.approx(1e-7)                  # 1e-3 x 1e-4
+    assert lrs[20] == pytest.approx(1e-4)                 # warm-up done after 10 epochs
+    assert max(lrs) == pytest.approx(1e-4) and np.argmax(lrs) == 20
+    assert sch.get_last_lr()[0] == pytest.approx(1e-10)   # 1e-6 x 1e-4 at the end
+    assert all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+
+def test_early_stopping_like_released():
+    es = EarlyStopping(3)
+    assert [es.step(v) for v in [1.0, 1.1, 1.2, 1.0, 1.3, 1.3, 1.3]] == [False] * 6 + [True]
+
+# ---------------------------------------------------------------- training runs
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data')
+    make_synthetic_dataset(root, 'MHIST', n_per_class=10, size=(24, 40))
+    return root, load_data('MHIST', root)
+
+def _cfg(root, run, **kw):
+    base = dict(dataset='MHIST', data_root=str(root), variant='toy', epochs=3, batch_size=6, img_size=32,
+                run_dir=str(run), progress=False, device='cpu')
+    return TrainConfig(**{**base, **kw})
+
+def _weights(run):
+    return load_checkpoint(Path(run)/'checkpoint_last.pt')['model']
+
+def test_run_directory_schema(tiny, tmp_path):
+    root, data = tiny
+    m = train(_cfg(root, tmp_path/'r'), data=data)
+    r = tmp_path/'r'
+    assert {p.name for p in r.iterdir()} == {'config.json', 'env.json', 'data.json', 'log.jsonl', 'metrics.json',
+                                            'checkpoint_best.pt', 'checkpoint_last.pt'}
+    log = [json.loads(l) for l in (r/'log.jsonl').read_text().splitlines()]
+    assert [l['epoch'] for l in log] == [1, 2, 3]
+    assert {'train_loss', 'train_acc', 'val_loss', 'val_acc', 'lr', 'images_per_s', 'epoch_s'} <= set(log[0])
+    env, dj, cfg = (json.loads((r/f).read_text()) for f in ('env.json', 'data.json', 'config.json'))
+    assert {'git', 'hardware', 'versions'} <= set(env) and 'torch' in env['versions']
+    assert dj['dataset'] == 'MHIST' and dj['counts']['test']['n'] == 20 and 'fidelity' in dj and len(dj['norm']['mean']) == 3
+    assert cfg['lr'] == 1e-4 and cfg['batch_size'] == 6
+    for k in ('OA', 'AUC', 'AUC_macro', 'precision_weighted', 'recall_weighted', 'F1_weighted', 'confusion_matrix',
+              'per_class', 'n_test', 'class_names', 'checkpoint_sha256', 'complete'):
+        assert k in m
+    assert m['complete'] and m['n_test'] == 20 and m['checkpoint_sha256'] == T.file_sha256(r/'checkpoint_best.pt')
+    best = load_checkpoint(r/'checkpoint_best.pt')
+    assert best['epoch'] == m['best_epoch'] and best['val_acc'] == max(l['val_acc'] for l in log)
+    assert best['meta']['class_names'] == ['class_0', 'class_1'] and best['meta']['img_size'] == 32
+    with pytest.raises(DataError, match='already holds a run'): train(_cfg(root, r), data=data)
+
+def test_same_seed_same_result_other_seed_differs(tiny, tmp_path):
+    root, data = tiny
+    a = train(_cfg(root, tmp_path/'a', epochs=2), data=data)
+    b = train(_cfg(root, tmp_path/'b', epochs=2), data=data)
+    c = train(_cfg(root, tmp_path/'c', epochs=2, seed=1), data=data)
+    wa, wb, wc = _weights(tmp_path/'a'), _weights(tmp_path/'b'), _weights(tmp_path/'c')
+    assert all(torch.equal(wa[k], wb[k]) for k in wa) and a['test_loss'] == b['test_loss']
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+@pytest.mark.parametrize('kill_at', [2, 5, 7])   # 4 steps per epoch: kill inside epoch 1, 2 and 2
+def test_resume_equals_uninterrupted(tiny, tmp_path, kill_at):
+    root, data = tiny
+    ref = train(_cfg(root, tmp_path/'ref', batch_size=5), data=data)
+    with pytest.raises(SimulatedKill): train(_cfg(root, tmp_path/'k', batch_size=5), data=data, stop_after_steps=kill_at)
+    if kill_at < 4:   # killed before the first checkpoint: nothing to resume, start again
+        with pytest.raises(CheckpointError, match='nothing to resume'): train(_cfg(root, tmp_path/'k', batch_size=5), resume=True, data=data)
+        return
+    res = train(TrainConfig(run_dir=str(tmp_path/'k'), progress=False, device='cpu'), resume=True, data=data)
+    wr, wk = _weights(tmp_path/'ref'), _weights(tmp_path/'k')
+    assert all(torch.equal(wr[k], wk[k]) for k in wr)
+    for k in ('OA', 'AUC', 'test_loss', 'F1_weighted', 'best_epoch', 'confusion_matrix', 'checkpoint_sha256'):
+        assert res[k] == ref[k]
+    log_r = [json.loads(l) for l in (tmp_path/'ref'/'log.jsonl').read_text().splitlines()]
+    log_k = [json.loads(l) for l in (tmp_path/'k'/'log.jsonl').read_text().splitlines()]
+    strip = lambda l: {k: v for k, v in l.items() if k not in ('images_per_s', 'train_s', 'epoch_s')}
+    assert list(map(strip, log_r)) == list(map(strip, log_k))
+    env = json.loads((tmp_path/'k'/'env.json').read_text())
+    assert env['resumes'][0]['from_epoch'] == 1
+
+def test_time_budget_then_resume(tiny, tmp_path):
+    root, data = tiny
+    ref = train(_cfg(root, tmp_path/'ref'), data=data)
+    m = train(_cfg(root, tmp_path/'b', time_budget_min=1e-6), data=data)
+    assert (m['complete'], m['status'], m['resumable'], m['epochs_run']) == (False, 'time_budget', True, 1)
+    assert '--resume' in m['note']
+    m2 = train(TrainConfig(run_dir=str(tmp_path/'b'), progress=False, device='cpu'), resume=True, data=data)
+    assert m2['complete'] and m2['epochs_run'] == 3 and m2['checkpoint_sha256'] == ref['checkpoint_sha256']
+    m3 = train(TrainConfig(run_dir=str(tmp_path/'b'), progress=False, device='cpu'), resume=True, data=data)
+    assert m3 == m2   # already complete: nothing happens
+
+def test_early_stop_in_run(tiny, tmp_path):
+    root, data = tiny
+    m = train(_cfg(root, tmp_path/'e', epochs=30, lr=0.5, patience=2), data=data)   # a huge lr: val loss gets worse
+    assert m['status'] == 'early_stopped' and m['complete'] and m['epochs_run'] < 30
+
+def test_speed_options_cpu(tiny, tmp_path):
+    root, data = tiny
+    m = train(_cfg(root, tmp_path/'o', epochs=2, bf16=True, channels_last=True, compile=True, compile_backend='eager',
+                   eval_every=2, warmup_epochs=1), data=data)
+    assert m['complete'] and np.isfinite(m['test_loss'])
+    log = [json.loads(l) for l in (tmp_path/'o'/'log.jsonl').read_text().splitlines()]
+    assert 'val_loss' not in log[0] and 'val_loss' in log[1]
+
+# ---------------------------------------------------------------- checkpoints and evaluation
+def test_checkpoint_errors(tiny, tmp_path):
+    root, data = tiny
+    train(_cfg(root, tmp_path/'r', epochs=1), data=data)
+    ck = tmp_path/'r'/'checkpoint_best.pt'
+    with pytest.raises(CheckpointError, match=r"holds variant 'toy' with 2 classes \(class_0, class_1\); cannot load it for 8"):
+        model_from_checkpoint(ck, num_classes=8)
+    with pytest.raises(CheckpointError, match="cannot load it as variant 's'"): model_from_checkpoint(ck, variant='s')
+    with pytest.raises(CheckpointError, match='checkpoint not found'): load_checkpoint(tmp_path/'none.pt')
+    (tmp_path/'junk.pt').write_bytes(b'junk')
+    with pytest.raises(CheckpointError, match='cannot read checkpoint'): load_checkpoint(tmp_path/'junk.pt')
+    torch.save({'state_dict': {}}, tmp_path/'other.pt')
+    with pytest.raises(CheckpointError, match='not an msmamba_nb checkpoint'): load_checkpoint(tmp_path/'other.pt')
+    bad = load_checkpoint(ck); bad['meta'] = dict(bad['meta'], model_kwargs={'width': 4}); save_checkpoint(bad, tmp_path/'w.pt')
+    with pytest.raises(CheckpointError, match='does not fit the model'): model_from_checkpoint(tmp_path/'w.pt')
+    other = tmp_path/'other_data'; make_synthetic_dataset(other, 'RPE', 2, size=(20, 20))
+    with pytest.raises(CheckpointError, match='was trained on classes'): evaluate_checkpoint(ck, load_data('RPE', other), device='cpu')
+
+def test_eval_cli_reproduces_metrics(tiny, tmp_path, capsys):
+    root, data = tiny
+    m = train(_cfg(root, tmp_path/'r', epochs=2), data=data)
+    assert T.main_eval(['--checkpoint', str(tmp_path/'r'/'checkpoint_best.pt'), '--data-root', str(root), '--device', 'cpu',
+                        '--batch-size', '7', '--out', str(tmp_path/'ev.json')]) == 0
+    ev = json.loads((tmp_path/'ev.json').read_text())
+    assert ev['confusion_matrix'] == m['confusion_matrix'] and ev['OA'] == m['OA']
+    assert ev['AUC'] == pytest.approx(m['AUC'], abs=1e-9) and ev['loss'] == pytest.approx(m['test_loss'], rel=1e-5)
+    assert T.main_eval(['--checkpoint', str(tmp_path/'nope.pt')]) == 2
+    assert 'checkpoint not found' in capsys.readouterr().err
+
+# ---------------------------------------------------------------- command line and benchmark
+@pytest.mark.parametrize('fn,words', [(T.main_train, ['--resume', '--bf16', '--time-budget-min', 'RandomResizedCrop', 'examples']),
+                                      (T.main_eval, ['--checkpoint', 'OA']), (T.main_bench_train, ['images/s', '--compile'])])
+def test_cli_help(fn, words, capsys):
+    with pytest.raises(SystemExit) as e: fn(['--help'])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert all(w in out for w in words)
+
+def test_train_cli_kill_and_resume(tiny, tmp_path, capsys):
+    root, _ = tiny
+    args = ['--dataset', 'MHIST', '--data-root', str(root), '--variant', 'toy', '--epochs', '2', '--img-size', '32',
+            '--batch-size', '8', '--device', 'cpu', '--no-progress', '--run-dir', str(tmp_path/'r')]
+    assert T.main_train(args + ['--kill-after-steps', '4']) == 3
+    assert T.main_train(args) == 2 and 'already holds a run' in capsys.readouterr().err
+    assert T.main_train(['--resume', '--run-dir', str(tmp_path/'r'), '--no-progress', '--device', 'cpu']) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['complete'] is True
+    assert T.main_train(['--model-kwargs', '{bad']) == 2
+
+def test_bench_train_cpu(tmp_path, capsys):
+    out = tmp_path/'b.json'
+    assert T.main_bench_train(['--variant', 'toy', '--img-size', '32', '--batch-size', '4', '--steps', '3', '--warmup', '1',
+                               '--device', 'cpu', '--infer-batches', '4,8', '--configs', 'fp32,bf16+cl', '--out', str(out)]) == 0
+    b = json.loads(out.read_text())
+    assert [r['config'] for r in b['results']] == ['fp32', 'bf16+cl']
+    for r in b['results']:
+        assert len(r['train_step_ms']) == 3 and r['train_img_s'] == pytest.approx(4000 / r['train_step_ms_median'])
+        assert set(r['infer_img_s']) == {'4', '8'}
+    assert b['released_reference']['train_img_s']['fp32']['H100'] == 152 and 'git' in b['env']
+    assert T.main_bench_train(['--configs', 'fp16', '--device', 'cpu']) == 2
+
+# ---------------------------------------------------------------- a short real training run
+def _real_run(tmp_path, **kw):
+    model = dict(variant='t', model_kwargs=dict(depths=[1, 1, 1, 1], dims=[16, 32, 64, 128])) if HAVE_MODEL else dict(variant='toy')
+    cfg = TrainConfig(**{**dict(epochs=2, img_size=64, batch_size=32, run_dir=str(tmp_path/'real'), progress=False,
+                                device='cpu'), **model, **kw})
+    m = train(cfg)
+    assert m['complete'] and m['n_test'] > 0 and 0 <= m['OA'] <= 1 and np.isfinite(m['test_loss'])
+    dj = json.loads((tmp_path/'real'/'data.json').read_text())
+    assert dj['dataset'] == 'SARS' and dj['norm']['source'].startswith('msmamba_nb/assets/stats.json')
+    return m, dj
+
+def test_short_real_training_sample_pack(tmp_path):
+    "2 epochs at 64x64 on the bundled 200-cell SARS sample (the small paper model when it exists, else the toy CNN)."
+    m, dj = _real_run(tmp_path, pack='sample', dataset=None)
+    assert dj['fidelity']['quality'] == 85 and dj['fidelity']['pack_sha256']
+
+@pytest.mark.skipif(not (SARS_DIR/'manifest.csv').is_file(), reason='../shared/datasets/sars is not present beside the repository')
+def test_short_real_training_shared_sars(tmp_path):
+    "2 epochs at 64x64 on 300 SARS cells (50 per class and split) read from ../shared/datasets/sars."
+    m, dj = _real_run(tmp_path, data_root=str(SARS_DIR.parent), subset=50)
+    assert dj['counts']['train']['n'] == 100 and dj['fidelity']['quality'] == 95 and m['n_test'] == 100
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_MODEL, reason='msmamba_nb.model is not available')
+def test_full_variant_t_two_epochs_sample(tmp_path):
+    "The full variant t for 2 epochs at 64x64 on the sample (slow on CPU)."
+    cfg = TrainConfig(pack='sample', dataset=None, variant='t', epochs=2, img_size=64, batch_size=32,
+                      run_dir=str(tmp_path/'t'), progress=False, device='cpu')
+    assert train(cfg)['complete']
+
+def test_evaluate_pad_last_changes_nothing():
+    torch.manual_seed(0)
+    net = build_model('toy', 3).eval()
+    x, y = torch.randint(0, 256, (11, 3, 16, 16), dtype=torch.uint8), torch.arange(11) % 3
+    a = T.evaluate(net, x, y, [0.5] * 3, [0.2] * 3, 4)
+    b = T.evaluate(net, x, y, [0.5] * 3, [0.2] * 3, 4, pad_last=True)
+    assert a['probs'].shape == (11, 3) and np.allclose(a['probs'], b['probs'], atol=1e-6) and a['acc'] == b['acc']
