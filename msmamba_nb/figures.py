@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'DATASET_TITLES', 'NOT_OBTAINABLE', 'NOT_RUN_YET', 'OBTAINABLE', 'VARIANTS', 'T1_COLUMNS', 'RADAR_AXES',
-           'paper_results', 'paper_row', 'canonical_dataset', 'canonical_split', 'pct', 'read_log', 'read_run',
-           'find_runs', 'write_synthetic_results', 'model_size', 'write_model_size', 'mean_std', 'fmt_cell', 'table1',
-           'table1_markdown', 'write_table1_csv', 'fig_table1', 'fig_curves', 'fig_confusion_roc', 'fig_radar',
-           'fig_scatter', 'fig_bench', 'make_all', 'main_figures']
+           'OWNER_PLOTS', 'paper_results', 'paper_row', 'canonical_dataset', 'canonical_split', 'pct', 'read_log',
+           'read_run', 'find_runs', 'write_synthetic_results', 'model_size', 'write_model_size', 'mean_std', 'fmt_cell',
+           'table1', 'table1_markdown', 'write_table1_csv', 'fig_table1', 'fig_curves', 'fig_confusion_roc',
+           'fig_radar', 'fig_scatter', 'fig_bench', 'make_all', 'main_figures']
 
 # %% ../nbs/11_figures.ipynb #c003
 import argparse, csv, json, math, os, sys
@@ -429,6 +429,8 @@ def fig_scatter(paper:dict,      # from paper_results
     return fig
 
 # %% ../nbs/11_figures.ipynb #c040
+OWNER_PLOTS = {'bench_scan_cuda': ('scan_cuda', 'plot_bench_scan_cuda')}  # record stem -> (module, function(rec, png))
+
 _ID_KEYS = ('name', 'config', 'backend', 'impl', 'precision', 'dtype', 'variant', 'stage', 'shape', 'batch', 'batch_size',
             'channels', 'L', 'img_size')
 
@@ -445,7 +447,7 @@ def _bench_leaves(obj, path=()):
 
 def _is_speed(key:str) -> bool: k = key.lower(); return 'per_s' in k or 'img_s' in k or 'throughput' in k
 def _is_time(key:str) -> bool:
-    k = key.lower(); return (k.endswith('_ms') or k.endswith('_s') or k in ('ms', 's', 'seconds')) and not _is_speed(k)
+    k = key.lower(); return (k.endswith('_ms') or k.endswith('_s') or k in ('ms', 'seconds')) and not _is_speed(k)
 
 def fig_bench(name:str,   # the record's name (file stem)
               rec:dict,   # the parsed benchmark JSON
@@ -453,6 +455,8 @@ def fig_bench(name:str,   # the record's name (file stem)
              ) -> Figure:
     "Bar chart of the throughputs (or, failing those, the times) found in one benchmark record."
     leaves = list(_bench_leaves(rec))
+    nested = [x for x in leaves if x[0]]   # top-level numbers without identifying fields are settings, not results
+    leaves = nested or leaves
     items, unit = [(f"{l}: {k}" if l else k, v) for l, k, v in leaves if _is_speed(k)], 'throughput (higher is better)'
     if not items: items, unit = [(f"{l}: {k}" if l else k, v) for l, k, v in leaves if _is_time(k)], 'time (lower is better)'
     if not items: raise ValueError(f'{name}: no throughput or timing numbers found')
@@ -519,7 +523,15 @@ def make_all(results_dir:str|Path='paper_figures/data', # committed results (run
     benches = sorted(results_dir.glob('bench_*.json'))
     if not benches: say(f"skipped: no bench_*.json under {results_dir} (no benchmark figure)")
     for p in benches:
-        try: _save(fig_bench(p.stem, json.loads(p.read_text())), out_dir/f'{p.stem}_summary.png', written)
+        rec = json.loads(p.read_text())
+        if p.stem in OWNER_PLOTS:
+            try:
+                import importlib, matplotlib.pyplot as plt
+                mod, fn = OWNER_PLOTS[p.stem]
+                fig = getattr(importlib.import_module(f'msmamba_nb.{mod}'), fn)(rec, png=str(out_dir/f'{p.stem}.png'))
+                plt.close(fig); written.append(out_dir/f'{p.stem}.png'); continue
+            except Exception as e: say(f"note: {mod}.{fn} failed on {p.name} ({type(e).__name__}: {e}); generic summary instead")
+        try: _save(fig_bench(p.stem, rec), out_dir/f'{p.stem}_summary.png', written)
         except ValueError as e: say(f"skipped: benchmark figure: {e}")
     for p in written: say(f"wrote {p}")
     return written

@@ -151,17 +151,23 @@ def evaluate_release(checkpoint:str|Path=RELEASED, # release file
                      data_root:str|Path|None=None, # data root holding sars/ (default: the nearest shared/datasets)
                      pack:str|Path|None=None,      # read a pack instead ('sample' = the bundled sample)
                      split:str='stratified',       # SARS split scheme
-                     part:str='test',              # which part of the split
+                     part:str='test',              # which part of the split ('all': train+val+test, e.g. the sample pack)
                      subset:int|None=None,         # at most this many images per class (deterministic), None = all
                      device:str='cpu', batch_size:int=64, progress:bool=True,
                     ) -> dict:                     # OA, AUC (%), metrics, data, probs, labels, files, timings, hashes
     "Evaluate a released checkpoint on a SARS split; return metrics, predictions and a precise description of the data."
     from msmamba_nb.data import load_data
     model, meta, rel = load_release(checkpoint, device)
-    ld = load_data(meta.get('dataset', 'SARS'), data_root, pack, split, splits=(part,), subset=subset, progress=progress)
+    from msmamba_nb.data import ImageSet, SPLITS
+    ld = load_data(meta.get('dataset', 'SARS'), data_root, pack, split, splits=SPLITS if part == 'all' else (part,),
+                   subset=subset, progress=progress)
     if list(ld.class_names) != list(meta['class_names']):
         raise ValueError(f"class names differ: data {ld.class_names}, checkpoint {meta['class_names']}")
-    s = ld.splits[part]
+    if part == 'all':
+        parts = [ld.splits[p] for p in SPLITS]
+        s = ImageSet.from_arrays([q.image(i) for q in parts for i in range(len(q))],
+                                 np.concatenate([q.labels for q in parts]), [f for q in parts for f in q.files])
+    else: s = ld.splits[part]
     t0 = time.time()
     probs = predict(model, s, meta, device, batch_size, progress=progress)
     dt = time.time() - t0
@@ -348,7 +354,7 @@ def _load_eval(a) -> dict|None:
             return None
         print(_banner(f"NO SARS DATA ROOT ({e}).\nEVALUATING ON THE SMALL BUNDLED SAMPLE {SAMPLE_PACK.name} INSTEAD: 200 cells of the test split,\n"
                       f"WebP q85. A smoke test, NOT the Table I number. Pass --data-root to evaluate the whole test split."))
-        return evaluate_release(ck, pack='sample', **kw)
+        return evaluate_release(ck, pack='sample', part='all', **kw)
 
 def _train(a) -> int:
     "Re-run the training with the training chapter's CLI (needs a GPU); the new best checkpoint is evaluated next."
