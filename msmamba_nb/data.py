@@ -15,7 +15,7 @@ __all__ = ['IMG_EXTS', 'SPLITS', 'DATASETS', 'SYNTH_SPECS', 'SPLIT_FRACTIONS', '
            'epoch_plan', 'main_split', 'main_stats', 'main_pack']
 
 # %% ../nbs/08_data.ipynb #c003
-import argparse, csv, hashlib, io, json, math, os, struct, sys, time, zlib
+import argparse, csv, gzip, hashlib, io, json, math, os, struct, sys, time, zlib
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -304,7 +304,7 @@ def grouped_split(labels:list,  # class label of each item
 def split_csv_path(scheme:str='stratified', seed:int=0)->Path:
     "Path of a committed SARS split file in the package."
     if scheme not in SPLIT_SCHEMES: raise ValueError(f"unknown split scheme {scheme!r}; choose from {SPLIT_SCHEMES}")
-    return assets_dir()/'splits'/f'sars_{scheme}_s{seed}.csv'
+    return assets_dir()/'splits'/f'sars_{scheme}_s{seed}.csv.gz'
 
 def compute_sars_split(rows:list, scheme:str='stratified', seed:int=0)->list:
     "Compute the split name ('train'/'val'/'test') of every manifest row."
@@ -315,16 +315,19 @@ def compute_sars_split(rows:list, scheme:str='stratified', seed:int=0)->list:
     return [SPLITS[i] for i in s]
 
 def write_split_csv(rows:list, splits:list, path:str|Path)->Path:
-    "Write `file,label,split` rows (sorted by file) to a CSV."
+    "Write `file,label,split` rows (sorted by file) to a CSV, gzip-compressed (deterministically) if the name ends in .gz."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'w', newline='') as f:
-        w = csv.writer(f, lineterminator='\n'); w.writerow(['file', 'label', 'split'])
-        for r, s in sorted(zip(rows, splits), key=lambda t: t[0]['file']): w.writerow([r['file'], r['label'], s])
+    f = io.StringIO()
+    w = csv.writer(f, lineterminator='\n'); w.writerow(['file', 'label', 'split'])
+    for r, s in sorted(zip(rows, splits), key=lambda t: t[0]['file']): w.writerow([r['file'], r['label'], s])
+    data = f.getvalue().encode()
+    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == '.gz' else data)
     return path
 
 def read_split_csv(path:str|Path)->dict:
-    "Read a split CSV into {file: (label, split)}."
-    with open(path, newline='') as f: return {r['file']: (r['label'], r['split']) for r in csv.DictReader(f)}
+    "Read a split CSV (plain or .gz) into {file: (label, split)}."
+    raw = Path(path).read_bytes()
+    with io.StringIO((gzip.decompress(raw) if Path(path).suffix == '.gz' else raw).decode()) as f: return {r['file']: (r['label'], r['split']) for r in csv.DictReader(f)}
 
 def sars_splits(rows:list, scheme:str='stratified', seed:int=0)->tuple:
     "Split of every manifest row, from the committed CSV when it matches the manifest, else computed: (splits, source)."

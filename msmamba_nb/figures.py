@@ -5,16 +5,18 @@
 # %% auto #0
 __all__ = ['DATASETS', 'DATASET_TITLES', 'NOT_OBTAINABLE', 'NOT_RUN_YET', 'OBTAINABLE', 'VARIANTS', 'T1_COLUMNS', 'RADAR_AXES',
            'OWNER_PLOTS', 'paper_results', 'paper_row', 'canonical_dataset', 'canonical_split', 'pct', 'read_log',
-           'read_run', 'find_runs', 'write_synthetic_results', 'model_size', 'write_model_size', 'mean_std', 'fmt_cell',
-           'table1', 'table1_markdown', 'write_table1_csv', 'fig_table1', 'fig_curves', 'fig_confusion_roc',
-           'fig_radar', 'fig_scatter', 'fig_bench', 'make_all', 'main_figures']
+           'read_run', 'find_runs', 'read_eval_record', 'find_eval_records', 'write_synthetic_results', 'model_size',
+           'write_model_size', 'mean_std', 'fmt_cell', 'table1', 'table1_markdown', 'write_table1_csv', 'fig_table1',
+           'fig_curves', 'fig_confusion_roc', 'fig_radar', 'fig_scatter', 'fig_bench', 'radar_ours', 'make_all',
+           'main_figures']
 
 # %% ../nbs/11_figures.ipynb #c003
-import argparse, csv, json, math, os, sys
+import argparse, csv, json, math
 from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
-from .reproduce import ASSETS, load_predictions
+from .reproduce import ASSETS
+from .train import load_predictions
 
 # %% ../nbs/11_figures.ipynb #c006
 DATASETS = ("RPE", "MHIST", "SARS", "TissueMNIST", "MedFM_Colon")  # Table I's column order
@@ -120,6 +122,24 @@ def find_runs(results_dir:str|Path) -> list:
     cands = sorted(set(root.glob('runs/*/')) | set(root.glob('*/')))
     return [read_run(p) for p in cands if p.is_dir() and any((p/f).exists() for f in ('log.jsonl', 'metrics.json'))]
 
+def read_eval_record(path:str|Path) -> dict:
+    "An evaluation record of a released checkpoint (`msmamba_nb.reproduce`), as a dict shaped like `read_run`'s."
+    path = Path(path); rec = json.loads(path.read_text()); d, meta = rec['data'], rec.get('meta', {})
+    pred = path.with_name(rec['predictions']) if rec.get('predictions') else None
+    scheme, _, part = d['split'].partition('/')
+    q = f" q{d['quality']}" if d.get('quality') is not None else ''
+    return dict(name=path.stem, path=path.parent, variant=meta.get('variant'), dataset=canonical_dataset(meta.get('dataset')),
+                split=canonical_split(scheme), part=part, subset=d.get('subset'), seed=None,
+                synthetic=bool(rec.get('synthetic', False)), finished=True, status='evaluation record',
+                OA=float(rec['OA']), AUC=float(rec['AUC']), n_test=d['n_images'],   # records are in percent already
+                confusion=(rec.get('metrics') or {}).get('confusion_matrix'), class_names=meta.get('class_names'),
+                fidelity=f"{d['encoding']}{q}, {d['source']}", hardware=rec.get('device'), log=[],
+                predictions=pred if pred is not None and pred.exists() else None, record=rec)
+
+def find_eval_records(results_dir:str|Path) -> list:
+    "Every `eval_*.json` record in the results folder, sorted by name."
+    return [read_eval_record(p) for p in sorted(Path(results_dir).glob('eval_*.json'))] if Path(results_dir).exists() else []
+
 # %% ../nbs/11_figures.ipynb #c013
 def write_synthetic_results(results_dir:str|Path, # folder to create (runs go to results_dir/runs/)
                             seeds=(0, 1, 2),       # seeds of the t run on the default split
@@ -127,7 +147,7 @@ def write_synthetic_results(results_dir:str|Path, # folder to create (runs go to
                             epochs:int=6,          # log length
                            ) -> Path:
     "Write clearly-labelled SYNTHETIC run directories (test fixtures only, never results)."
-    from msmamba_nb.reproduce import save_predictions
+    from msmamba_nb.train import save_predictions
     root = Path(results_dir); rng = np.random.default_rng(0)
     specs = [('t', s, 'default') for s in seeds] + [('s', 0, 'default'), ('t', 0, 'patient')]
     for variant, seed, split in specs:
@@ -168,16 +188,15 @@ def model_size(variant:str,          # 't', 's' or 'b'
     return _SIZE_CACHE[key]
 
 def _count_live(variant, num_classes):
-    try:
-        import torch
-        from msmamba_nb import model as M
+    "Parameters and GMACs (paper convention and with the scan) of a freshly built model, or None values if it cannot be built."
+    try: from msmamba_nb import model as M
     except Exception as e:  # the model chapter is missing or broken: say so in the table
         return dict(params_m=None, gmacs=None, num_classes=num_classes, source=f'model not importable ({type(e).__name__})')
     net = M.MicroscopicMamba(variant=variant, num_classes=num_classes)
-    params = M.count_params(net)
-    try: gmacs = float(M.count_macs(net, 224)['paper'])
-    except Exception: gmacs = None
-    return dict(params_m=params/1e6, gmacs=gmacs, num_classes=num_classes, source='counted live')
+    try: macs = M.count_macs(net, 224)
+    except Exception: macs = {}
+    return dict(params_m=M.count_params(net)/1e6, gmacs=macs.get('paper'), gmacs_with_scan=macs.get('full'),
+                num_classes=num_classes, source='counted live')
 
 # %% ../nbs/11_figures.ipynb #c017
 def write_model_size(results_dir:str|Path,  # folder to write model_size.json into
@@ -187,10 +206,9 @@ def write_model_size(results_dir:str|Path,  # folder to write model_size.json in
     from msmamba_nb import model as M
     rec = {}
     for v in VARIANTS:
-        net = M.MicroscopicMamba(variant=v, num_classes=num_classes)
-        macs = M.count_macs(net, 224)
-        rec[v] = dict(params=M.count_params(net), num_classes=num_classes, gmacs=round(float(macs['paper']), 4),
-                      gmacs_with_scan=round(float(macs['full']), 4), img_size=224,
+        c = _count_live(v, num_classes)
+        rec[v] = dict(params=round(c['params_m']*1e6), num_classes=num_classes, gmacs=round(float(c['gmacs']), 4),
+                      gmacs_with_scan=round(float(c['gmacs_with_scan']), 4), img_size=224,
                       params_1000_class_head=M.count_params(M.MicroscopicMamba(variant=v, num_classes=1000)),
                       counted_by='msmamba_nb.model.count_params / count_macs (paper convention: scan core excluded)')
     p = Path(results_dir)/'model_size.json'; p.parent.mkdir(parents=True, exist_ok=True)
@@ -222,6 +240,7 @@ def table1(runs:list,               # from find_runs
            paper:dict|None=None,    # from paper_results
            sizes:dict|None=None,    # variant -> model_size(...) dict; default: counted live / model_size.json
            results_dir=None,        # where model_size.json may be
+           records:list|None=None,  # from find_eval_records: whole-test-split evaluations of the release get rows too
           ) -> list:                # rows (dicts keyed by T1_COLUMNS)
     "Table I rows: the paper's 32, with our measured rows after each Ms-Mamba row."
     paper = paper or paper_results()
@@ -244,7 +263,23 @@ def table1(runs:list,               # from find_runs
                 rows.append(_our_row(v, split, synthetic, [r for r in sel if r['synthetic'] == synthetic], sizes, results_dir))
                 p = [r['name'] for r in pending if r['variant'] == v and r['split'] == split and r['synthetic'] == synthetic]
                 if p: rows[-1]['note'] += f"; not counted (incomplete, resumable): {', '.join(p)}"
+        for rec in records or []:
+            if rec['variant'] == v and rec['part'] == 'test' and not rec['subset']: rows.append(_record_row(v, rec, sizes, results_dir))
     return rows
+
+def _record_row(v, rec, sizes, results_dir):
+    "A Table I row for one whole-test-split evaluation of the released checkpoint."
+    sz = (sizes or {}).get(v) or model_size(v, len(rec['class_names'] or [0, 1]), results_dir)
+    row = dict(group='Ours', method=f"{'SYNTHETIC ' if rec['synthetic'] else ''}Ms-Mamba-{v} (ours, released float16 checkpoint, "
+               f"{rec['hardware']}, {rec['fidelity'].split(',')[0]})", venue='this work',
+               gmacs=f"{sz['gmacs']:.2f}" if sz.get('gmacs') is not None else 'n/a',
+               params_m=f"{sz['params_m']:.2f} (K={sz['num_classes']})" if sz.get('params_m') is not None else 'n/a', source='measured')
+    for d in DATASETS:
+        for m in ('OA', 'AUC'):
+            row[f'{d}_{m}'] = f"{rec[m]:.2f}" if d == rec['dataset'] else (NOT_RUN_YET if d in OBTAINABLE else NOT_OBTAINABLE)
+    row['note'] = (f"evaluation record {rec['name']}.json: n={rec['n_test']}, {rec['split']} split / {rec['part']}, "
+                   f"data {rec['fidelity']}, device {rec['hardware']}")
+    return row
 
 def _our_row(v, split, synthetic, sel, sizes, results_dir):
     k = {len(r['class_names']) for r in sel if r['class_names']}
@@ -357,7 +392,7 @@ def fig_confusion_roc(run:dict) -> Figure:
             fpr, tpr, _ = roc_curve(labels == c, probs[:, c]); a1.plot(fpr, tpr, label=names[c])
         a1.set_title('ROC one-vs-rest', fontsize=9); a1.legend(fontsize=7)
     else: a1.text(.5, .5, 'no predictions.csv: ROC unavailable', ha='center'); a1.axis('off')
-    fig.suptitle(('SYNTHETIC ' if run['synthetic'] and 'SYNTHETIC' not in run['name'] else '') + f"{run['name']}: Ms-Mamba-{run['variant']} on {run['dataset']} test "
+    fig.suptitle(('SYNTHETIC ' if run['synthetic'] and 'SYNTHETIC' not in run['name'] else '') + f"{run['name']}: Ms-Mamba-{run['variant']} on {run['dataset']} {run.get('part', 'test')} "
                  f"({run['split']} split; data {run['fidelity']})", fontsize=9)
     return fig
 
@@ -420,7 +455,9 @@ def fig_scatter(paper:dict,      # from paper_results
                     ax.annotate(r['method'].split(' ')[0], (r[key], r['results'][dataset]['OA']), fontsize=6,
                                 xytext=(3, 3), textcoords='offset points')
         for i, o in enumerate(ours):
-            if o.get(key) is None or o.get('OA') is None: continue
+            if o.get(key) is None: continue
+            if o.get('OA') is None:   # size measured, accuracy not yet: mark where our model sits on the cost axis
+                ax.axvline(o[key], ls='--', color='C3', lw=1, label=o['label']); continue
             ax.errorbar([o[key]], [o['OA']], yerr=[o.get('OA_std') or 0], fmt='*', ms=14, color=f'C{3+i%3}',
                         mec='k', capsize=3, label=o['label'])
         ax.set_xscale('log'); ax.set_xlabel(xl); ax.set_ylabel(f'{DATASET_TITLES[dataset]} OA (%)'); ax.grid(alpha=.3)
@@ -485,7 +522,21 @@ def _agg_points(runs, results_dir):
                                 params_m=sz['params_m'], gmacs=sz['gmacs'],
                                 label=('SYNTHETIC ' if syn else '') + f"ours {v}" + ('' if split == 'default' else f' ({split})')
                                       + f", {sz['num_classes']}-class head" + (f", n={n}" if n > 1 else '')))
+    if not pts:
+        sz = model_size('t', 2, results_dir)
+        if sz['params_m'] is not None:
+            pts = [dict(variant='t', split='default', label='ours t (size only, not trained yet), 2-class head', OA=None,
+                        params_m=sz['params_m'], gmacs=sz['gmacs'])]
     return pts
+
+def radar_ours(pts:list, results_dir=None) -> dict:
+    "Our t values for the radar: SARS OA of the default-split runs (real ones first) and the measured model size."
+    sel = [p for p in pts if p['variant'] == 't' and p['split'] == 'default' and p.get('OA') is not None]
+    t = next((p for p in sel if not p['label'].startswith('SYNTHETIC')), None) or next(iter(sel), None)
+    sz = model_size('t', 2, results_dir)
+    ours = dict(gmacs=sz['gmacs'], params_m=sz['params_m'], label='Ms-Mamba-t (ours: size measured, 2-class head; not trained yet)')
+    if t: ours.update(SARS=t['OA'], label=t['label'])
+    return ours
 
 def _save(fig, path, written, dpi=130):
     fig.savefig(path, dpi=dpi, bbox_inches='tight'); written.append(Path(path))
@@ -500,25 +551,19 @@ def make_all(results_dir:str|Path='paper_figures/data', # committed results (run
     paper, written = paper_results(), []
     runs = find_runs(results_dir) if results_dir.exists() else []
     if not runs: say(f"skipped: no runs found under {results_dir/'runs'} (Table I gets no measured values; no curves, confusion matrix or ROC)")
-    rows = table1(runs, paper, results_dir=results_dir)
+    recs = find_eval_records(results_dir)
+    rows = table1(runs, paper, results_dir=results_dir, records=recs)
     (out_dir/'table1.md').write_text(table1_markdown(rows)); written.append(out_dir/'table1.md')
     written.append(write_table1_csv(rows, out_dir/'table1.csv'))
     _save(fig_table1(rows), out_dir/'table1.png', written, dpi=150)
     for r in runs:
         if r['log']: _save(fig_curves(r), out_dir/f"curves_{r['name']}.png", written)
         else: say(f"skipped: {r['path']/'log.jsonl'} missing or empty (no curves for {r['name']})")
-    cr = [r for r in runs if r['variant'] == 't' and r['dataset'] == 'SARS' and (r['predictions'] or r['confusion'])]
-    if not cr: say(f"skipped: no t run on SARS with predictions.csv or a confusion matrix under {results_dir} (no confusion/ROC figure)")
+    cr = [r for r in runs + recs if r['variant'] == 't' and r['dataset'] == 'SARS' and (r['predictions'] or r['confusion'])]
+    if not cr: say(f"skipped: no t run or eval record on SARS with predictions or a confusion matrix under {results_dir} (no confusion/ROC figure)")
     for r in cr: _save(fig_confusion_roc(r), out_dir/f"confusion_roc_{r['name']}.png", written)
     pts = _agg_points(runs, results_dir)
-    real_t = next((p for p in pts if p['variant'] == 't' and p['split'] == 'default' and not p['label'].startswith('SYNTHETIC')), None)
-    t_pt = real_t or next((p for p in pts if p['variant'] == 't' and p['split'] == 'default'), None)
-    sz_t = model_size('t', 2, results_dir)
-    ours = dict(gmacs=sz_t['gmacs'], params_m=sz_t['params_m'], label='Ms-Mamba-t (ours: size measured, 2-class head; not trained yet)')
-    if t_pt: ours.update(SARS=t_pt['OA'], label=t_pt['label'])
-    _save(fig_radar(paper, ours, 't'), out_dir/'radar_t.png', written)
-    if not pts and sz_t['params_m'] is not None:
-        pts = [dict(label=f"ours t (size only, not trained yet), 2-class head", params_m=sz_t['params_m'], gmacs=sz_t['gmacs'], OA=None)]
+    _save(fig_radar(paper, radar_ours(pts, results_dir), 't'), out_dir/'radar_t.png', written)
     _save(fig_scatter(paper, pts), out_dir/'scatter_sars.png', written)
     benches = sorted(results_dir.glob('bench_*.json'))
     if not benches: say(f"skipped: no bench_*.json under {results_dir} (no benchmark figure)")

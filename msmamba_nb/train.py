@@ -7,7 +7,8 @@ __all__ = ['CKPT_FORMAT', 'RESUME_OVERRIDES', 'RELEASED_REFERENCE', 'roc_auc_bin
            'classification_metrics', 'WarmupCosine', 'EarlyStopping', 'ToyNet', 'build_model', 'CheckpointError',
            'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint', 'file_sha256', 'git_commit',
            'environment_info', 'seed_everything', 'rng_state', 'set_rng_state', 'resolve_device', 'TrainConfig',
-           'evaluate', 'SimulatedKill', 'train', 'evaluate_checkpoint', 'main_train', 'main_eval', 'main_bench_train']
+           'save_predictions', 'load_predictions', 'evaluate', 'SimulatedKill', 'train', 'evaluate_checkpoint',
+           'main_train', 'main_eval', 'main_bench_train']
 
 # %% ../nbs/09_train.ipynb #c003
 import argparse, hashlib, json, math, os, platform, random, subprocess, sys, time, datetime
@@ -269,7 +270,36 @@ class TrainConfig:
 
 RESUME_OVERRIDES = ('time_budget_min', 'progress', 'device', 'workers', 'data_root', 'pack', 'run_dir')  # taken from the resuming call
 
-# %% ../nbs/09_train.ipynb #c028
+# %% ../nbs/09_train.ipynb #c029
+import csv
+
+def save_predictions(path:str|Path,     # CSV file to write (parent folders are created)
+                     probs,             # (n, K) class probabilities (array or tensor)
+                     labels,            # (n,) true class indices
+                     files,             # n image identifiers (paths relative to the data root)
+                    ) -> Path:
+    "Write per-image class probabilities as CSV: file,label,prob_0..prob_{K-1}."
+    probs = np.asarray(probs.detach().float().cpu() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64)
+    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(int)
+    files = list(files)
+    if probs.ndim != 2 or len(probs) != len(labels) or len(files) != len(labels):
+        raise ValueError(f"save_predictions: need probs (n, K), labels (n,), files (n); got {probs.shape}, {labels.shape}, {len(files)}")
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        w = csv.writer(f); w.writerow(['file', 'label'] + [f'prob_{k}' for k in range(probs.shape[1])])
+        for fn, y, p in zip(files, labels, probs): w.writerow([fn, int(y)] + [f'{x:.6f}' for x in p])
+    return path
+
+def load_predictions(path:str|Path) -> tuple:
+    "(probs (n, K) float64, labels (n,) int, files list) from a predictions CSV."
+    with open(path, newline='') as f:
+        r = csv.reader(f); head = next(r); rows = list(r)
+    k = [h for h in head if h.startswith('prob_')]
+    if head[:2] != ['file', 'label'] or not k: raise ValueError(f"{path}: expected columns file,label,prob_0..; got {head}")
+    probs = np.array([[float(x) for x in row[2:2+len(k)]] for row in rows]).reshape(len(rows), len(k))
+    return probs, np.array([int(row[1]) for row in rows], dtype=int), [row[0] for row in rows]
+
+# %% ../nbs/09_train.ipynb #c031
 @torch.no_grad()
 def evaluate(model:nn.Module,        # the model (eval mode is set here)
              x_u8:torch.Tensor,      # (N, 3, S, S) uint8, on the model's device
@@ -297,7 +327,7 @@ def evaluate(model:nn.Module,        # the model (eval mode is set here)
     n = max(len(y), 1)
     return dict(loss=float(loss) / n, acc=float(correct) / n, probs=torch.cat(probs).numpy() if probs else np.zeros((0, 0)))
 
-# %% ../nbs/09_train.ipynb #c032
+# %% ../nbs/09_train.ipynb #c035
 class SimulatedKill(RuntimeError):
     "Raised by `train(..., stop_after_steps=k)` to imitate a run killed mid-epoch (tests)."
 
@@ -459,6 +489,7 @@ def train(cfg:TrainConfig,              # the run's options
     te_x, te_y = eval_resize(te, cfg.img_size).to(device), torch.from_numpy(te.labels).to(device)
     ev = evaluate(fwd, te_x, te_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last, cfg.compile)
     m = classification_metrics(te.labels, ev['probs'], data.class_names)
+    save_predictions(run/'predictions.csv', ev['probs'], te.labels, te.files)
     out = dict(complete=st['complete'], status=st['status'], resumable=not st['complete'], split='test',
                n_test=m.pop('n'), test_loss=ev['loss'], **m, best_epoch=best['epoch'], best_val_acc=best['val_acc'],
                epochs_run=st['epoch'], epochs_max=cfg.epochs, train_seconds=round(st['train_seconds'], 1),
@@ -471,7 +502,7 @@ def train(cfg:TrainConfig,              # the run's options
     _write_json(run/'metrics.json', out)
     return out
 
-# %% ../nbs/09_train.ipynb #c038
+# %% ../nbs/09_train.ipynb #c041
 def evaluate_checkpoint(checkpoint:str|Path,   # a checkpoint file (checkpoint_best.pt)
                         data:LoadedData,       # data with the split to evaluate
                         split:str='test',
@@ -494,7 +525,7 @@ def evaluate_checkpoint(checkpoint:str|Path,   # a checkpoint file (checkpoint_b
                 epoch=ck.get('epoch'), dataset=data.dataset, split_scheme=data.split_scheme, device=str(dev),
                 data_fidelity=data.fidelity)
 
-# %% ../nbs/09_train.ipynb #c040
+# %% ../nbs/09_train.ipynb #c043
 def _train_parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='msmamba train', formatter_class=argparse.RawDescriptionHelpFormatter, description=(
         "Train a Microscopic-Mamba classifier with the released code's protocol: RandomResizedCrop(224) for training,\n"
@@ -597,7 +628,7 @@ def main_eval(argv:list|None=None)->int:
     print(json.dumps({k: res[k] for k in ('split', 'n', 'OA', 'AUC', 'F1_weighted')}), f'-> {out}')
     return 0
 
-# %% ../nbs/09_train.ipynb #c044
+# %% ../nbs/09_train.ipynb #c047
 RELEASED_REFERENCE = dict(
     source='issue 5 (released code, random 224x224 input, batch 58, Adam, median of 20 steps)',
     train_img_s=dict(fp32=dict(H100=152, H200=151, H200_as_shipped=89), bf16=dict(H100=182, H200=138)),

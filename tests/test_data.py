@@ -182,7 +182,7 @@ def test_pack_roundtrip_deterministic(tmp_path):
         assert a == b and len(a) == len(src.splits[s])
     assert ld.fidelity['pack_sha256'] == r1['sha256'] and ld.fidelity['quality'] == 85
     # re-split at load time by the patient scheme: only possible with the committed CSV of the real data
-    with pytest.raises(DataError, match='not in sars_patient_s0.csv'): load_pack(tmp_path/'a.pack', split='patient')
+    with pytest.raises(DataError, match='not in sars_patient_s0.csv.gz'): load_pack(tmp_path/'a.pack', split='patient')
 
 def test_pack_lossless_npz(tmp_path):
     make_synthetic_npz(tmp_path/'tissuemnist.npz', n=(8, 8, 8))

@@ -113,3 +113,27 @@ def test_reads_a_real_training_run_dir(tmp_path):
     assert len(F.fig_curves(r).axes) == 3 and len(F.fig_confusion_roc(r).axes) == 2   # confusion from metrics.json
     files = F.make_all(tmp_path/'res', tmp_path/'figs', verbose=False)
     assert (tmp_path/'figs'/'curves_toy.png') in files
+
+
+def test_eval_records_give_rows_and_roc(results, tmp_path):
+    "A whole-test-split evaluation record of a release (made by msmamba_nb.reproduce; here a tiny untrained model on synthetic cells) gets a Table I row and a confusion/ROC figure."
+    import shutil
+    from msmamba_nb import reproduce as R
+    from msmamba_nb.data import make_synthetic_sars
+    from msmamba_nb.model import MicroscopicMamba
+    from msmamba_nb.train import save_checkpoint
+    make_synthetic_sars(tmp_path/'sars', 12)
+    meta = dict(variant='t', num_classes=2, class_names=['Parasitized', 'Uninfected'], model_kwargs={}, img_size=64,
+                mean=[.5]*3, std=[.25]*3, dataset='SARS', split_scheme='stratified')
+    save_checkpoint(dict(meta=meta, model=MicroscopicMamba('t', 2).state_dict()), tmp_path/'ck.pt')
+    ck = R.export_release(tmp_path/'ck.pt', tmp_path/'rel.pt')
+    root = tmp_path/'data'; shutil.copytree(results, root)
+    p = R.write_record(R.evaluate_release(ck, data_root=tmp_path, progress=False), root/'eval_t_tiny_cpu.json')
+    rec = json.loads(p.read_text()); rec['synthetic'] = True; p.write_text(json.dumps(rec))
+    recs = F.find_eval_records(root)
+    assert len(recs) == 1 and recs[0]['part'] == 'test' and recs[0]['OA'] == rec['OA'] and recs[0]['predictions'] is not None
+    rows = F.table1(F.find_runs(root), sizes=SIZES, records=recs)
+    row = next(r for r in rows if 'released float16 checkpoint' in r['method'])
+    assert row['method'].startswith('SYNTHETIC') and row['SARS_OA'] == f"{rec['OA']:.2f}" and row['RPE_OA'] == F.NOT_OBTAINABLE
+    files = {f.name for f in F.make_all(root, tmp_path/'figs', verbose=False)}
+    assert 'confusion_roc_eval_t_tiny_cpu.png' in files

@@ -130,7 +130,7 @@ def test_released_checkpoint_matches_its_record(record, request):
     if why: pytest.skip(why)
     n = json.loads(record.read_text())['data']['n_images']
     if n > CI_MAX_IMAGES and not request.config.getoption('--runslow'):
-        pytest.skip(f"{record.name}: {n} images (~{n*0.18/60:.0f} min on one core); run with --runslow")
+        pytest.skip(f"{record.name}: {n} images (~{n/4.3/60:.0f} min on one core); run with --runslow")
     res = R.check_released(record, data_root=default_data_root(REPO))
     assert res['ok'], '\n'.join(res['lines'])
 

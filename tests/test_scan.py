@@ -270,3 +270,15 @@ def test_benchmark_smoke(tmp_path):
     rec = json.loads(out.read_text())
     assert rec["rows"][0]["channels"] == 768 and rec["rows"][0]["L"] == 49
     assert {"cpu", "numba_threads", "torch", "numba", "git_commit", "date"} <= set(rec["env"])
+
+
+def test_numba_direct_call_is_checked_and_guards_inplace_edits():
+    c = _good()
+    with pytest.raises(ValueError, match="divisible by the groups"):
+        selective_scan_numba(**dict(c, B=c["B"][:, :3], C=c["C"][:, :3]))
+    with pytest.raises(ValueError, match="tc must be"): selective_scan_numba(**c, tc=0)
+    u = c["u"].clone().requires_grad_(True)
+    x = u * 1.0
+    out = selective_scan_numba(**dict(c, u=x))
+    x.add_(1.0)                                                  # edit a saved input in place
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"): out.sum().backward()

@@ -101,7 +101,7 @@ def test_run_directory_schema(tiny, tmp_path):
     m = train(_cfg(root, tmp_path/'r'), data=data)
     r = tmp_path/'r'
     assert {p.name for p in r.iterdir()} == {'config.json', 'env.json', 'data.json', 'log.jsonl', 'metrics.json',
-                                            'checkpoint_best.pt', 'checkpoint_last.pt'}
+                                            'checkpoint_best.pt', 'checkpoint_last.pt', 'predictions.csv'}
     log = [json.loads(l) for l in (r/'log.jsonl').read_text().splitlines()]
     assert [l['epoch'] for l in log] == [1, 2, 3]
     assert {'train_loss', 'train_acc', 'val_loss', 'val_acc', 'lr', 'images_per_s', 'epoch_s'} <= set(log[0])
