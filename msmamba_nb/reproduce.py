@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['ASSETS', 'DATA_KEYS', 'RELEASE_FORMAT', 'RELEASED', 'SAMPLE_PACK', 'CI_SUBSET', 'FP16_MAX', 'oa_auc',
            'compare_metrics', 'sha256_file', 'export_release', 'load_release', 'files_sha256', 'predict',
-           'evaluate_release', 'environment', 'eval_record', 'write_record', 'check_released', 'model_card',
-           'write_model_card', 'table1_sars_lines', 'main_reproduce']
+           'evaluate_release', 'environment', 'eval_record', 'write_record', 'check_released', 'cross_device_check',
+           'model_card', 'write_model_card', 'table1_sars_lines', 'main_reproduce']
 
 # %% ../nbs/10_reproduce.ipynb #c003
 import argparse, csv, hashlib, json, os, sys, time
@@ -196,6 +196,11 @@ def _record_data_args(rec:dict, data_root=None, pack=None) -> dict:
         if pack is None: raise FileNotFoundError(f"the record was made on pack {name}: pass its path (pack=...)")
     return dict(data_root=data_root, pack=pack, split=scheme, part=part, subset=d.get('subset'))
 
+def _record_checkpoint(rec:dict) -> Path:
+    "The file a record names, if the package has it, else the default release (sha256 decides whether it is the same)."
+    p = ASSETS/rec['checkpoint']
+    return p if p.exists() else RELEASED
+
 def check_released(record_path:str|Path,           # a committed eval record (paper_figures/data/eval_*.json)
                    checkpoint:str|Path|None=None,  # default: the release the record names, in msmamba_nb/assets
                    data_root:str|Path|None=None,   # data root holding sars/ (default: the nearest shared/datasets)
@@ -205,7 +210,7 @@ def check_released(record_path:str|Path,           # a committed eval record (pa
                   ) -> dict:                       # {'ok', 'lines', 'measured', 'record'}
     "Re-evaluate the committed checkpoint on the data a record names; OA and AUC must match within `tol` points."
     rec = json.loads(Path(record_path).read_text())
-    ckpt = Path(checkpoint) if checkpoint else ASSETS/rec['checkpoint']
+    ckpt = Path(checkpoint) if checkpoint else _record_checkpoint(rec)
     if not ckpt.exists(): raise FileNotFoundError(f"no checkpoint at {ckpt} (the record {Path(record_path).name} names {rec['checkpoint']})")
     sha = sha256_file(ckpt)
     if sha != rec['checkpoint_sha256']:
@@ -216,6 +221,35 @@ def check_released(record_path:str|Path,           # a committed eval record (pa
     return dict(ok=cmp['ok'], lines=cmp['lines'], measured={k: v for k, v in res.items() if k not in ('probs', 'labels', 'files')}, record=rec)
 
 # %% ../nbs/10_reproduce.ipynb #c024
+def cross_device_check(record_path:str|Path,          # an eval record whose `_predictions.csv` lies beside it
+                       n:int=160,                     # images to re-predict (random, without replacement)
+                       seed:int=0,                    # for the choice of images
+                       checkpoint:str|Path|None=None, # default: the release the record names, in msmamba_nb/assets
+                       data_root:str|Path|None=None, pack:str|Path|None=None, # where the record's data is
+                       device:str='cpu', batch_size:int=32,
+                      ) -> dict:                      # max/mean |Δprob|, argmax agreement, both devices
+    "Re-predict `n` images of a record here and compare the per-image probabilities with the record's."
+    rec = json.loads(Path(record_path).read_text())
+    ckpt = Path(checkpoint) if checkpoint else _record_checkpoint(rec)
+    if sha256_file(ckpt) != rec['checkpoint_sha256']: raise ValueError(f"{ckpt} is not the checkpoint of {Path(record_path).name}")
+    a = _record_data_args(rec, data_root, pack)
+    from msmamba_nb.data import load_data
+    ld = load_data('SARS', a['data_root'], a['pack'], a['split'], splits=(a['part'],), subset=a['subset'], progress=False)
+    s = ld.splits[a['part']]
+    idx = np.sort(np.random.default_rng(seed).choice(len(s), min(n, len(s)), replace=False))
+    sub = s.subset(idx)
+    model, meta, _ = load_release(ckpt, device)
+    here = np.asarray(predict(model, sub, meta, device, batch_size), dtype=np.float64)
+    gp, _, gf = load_predictions(Path(record_path).with_name(Path(record_path).stem + '_predictions.csv'))
+    pos = {f: i for i, f in enumerate(gf)}
+    there = gp[[pos[f] for f in sub.files]]
+    d = np.abs(here - there)
+    return dict(record=Path(record_path).name, n=len(sub), seed=seed, max_abs_prob_diff=float(d.max()),
+                mean_abs_prob_diff=float(d.mean()), argmax_agree=int((here.argmax(1) == there.argmax(1)).sum()),
+                record_device=rec.get('device'), record_hardware=rec.get('environment', {}).get('hardware'),
+                here_device=str(device), here_environment=environment(), data=_data_str(rec['data']))
+
+# %% ../nbs/10_reproduce.ipynb #c028
 def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/data') -> str:
     "The Markdown model card of a release, from its meta, its run's metrics and its evaluation records."
     from msmamba_nb.train import load_checkpoint
@@ -269,7 +303,7 @@ def write_model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figu
     out = Path(out) if out else Path(release).with_name('MODEL_CARD.md')
     out.write_text(model_card(release, results_dir)); return out
 
-# %% ../nbs/10_reproduce.ipynb #c028
+# %% ../nbs/10_reproduce.ipynb #c032
 def _banner(msg:str) -> str:
     line = '!' * 78
     return f"{line}\n" + '\n'.join(f"!! {l}" for l in msg.splitlines()) + f"\n{line}"

@@ -370,37 +370,33 @@ def _scan_bwd_item(b, g, u, delta, A, B, C, Dv, bias, softplus, z, has_z, tc, ys
     nd, L = u.shape[1], u.shape[2]
     G, N = B.shape[1], A.shape[1]
     dk = nd // G
-    NP = ((N + 15) >> 4) << 4
-    Ap = np.zeros((dk, NP), np.float32)
-    for j in range(dk): Ap[j, :N] = A[g * dk + j]
-    Bc = np.zeros((tc, NP), np.float32)             # B, C of the chunk (t, n) and their gradients
-    Cc = np.zeros((tc, NP), np.float32)
-    dBc = np.zeros((tc, NP), np.float32)
-    dCc = np.zeros((tc, NP), np.float32)
-    hbuf = np.zeros((tc + 1, NP), np.float32)       # hbuf[0] = state before the chunk, hbuf[k+1] = h at step k
-    abuf = np.zeros((tc, NP), np.float32)           # exp(Δ A)
-    carry = np.zeros((dk, NP), np.float32)          # a_{t+1}·Ḡ_{t+1} per channel, carried across chunks
-    dAacc = np.zeros((dk, NP), np.float32)
+    NT = (N + 15) >> 4                              # tiles of 16 states (zero-padded)
+    W = np.zeros((NT, tc + 1, 9, 16), np.float32)   # one workspace, row k = step k of the chunk, fields: 0 B, 1 C,
+                                                    # 2 dB, 3 dC, 4 a = exp(ΔA), 5 h_{t-1} (so row k+1 holds h_t),
+                                                    # 6 carry a_t·Ḡ_t, 7 running dA sum, 8 A (copied to every row)
+    V = np.zeros((dk, NT, 3, 16), np.float32)       # per channel: 0 A, 1 carry between chunks, 2 dA
+    for j in range(dk):
+        for n in range(N): V[j, n >> 4, 0, n & 15] = A[g * dk + j, n]
     dDacc = np.zeros(dk, np.float32)
     dbacc = np.zeros(dk, np.float32)
-    dtc = np.empty(tc, np.float32)                  # Δ, softplus', dy, dΔ of the chunk
+    dtc = np.empty(tc, np.float32)                  # Δ, softplus', dy of the chunk
     spd = np.empty(tc, np.float32)
     dyc = np.empty(tc, np.float32)
-    ddc = np.empty(tc, np.float32)
+    sgb = np.empty(tc, np.float32)                  # Σ_n Ḡ·B and Σ_n A·a·Ḡ·h_{t-1} per step (summed over tiles)
+    sah = np.empty(tc, np.float32)
     nc = (L + tc - 1) // tc
     for c in range(nc - 1, -1, -1):
         t0 = c * tc
         m = min(L - t0, tc)
         for n in range(N):
             Bn, Cn = B[b, g, n, t0:t0 + m], C[b, g, n, t0:t0 + m]
+            nt, nn = n >> 4, n & 15
             for k in range(m):
-                Bc[k, n] = Bn[k]
-                Cc[k, n] = Cn[k]
-        dBc[:m] = 0
-        dCc[:m] = 0
+                W[nt, k, 0, nn] = Bn[k]
+                W[nt, k, 1, nn] = Cn[k]
+        W[:, :m, 2:4, :] = 0
         for j in range(dk):
             d = g * dk + j
-            Ad, cj, dAj = Ap[j], carry[j], dAacc[j]
             ur, dr, dor = u[b, d, t0:t0 + m], delta[b, d, t0:t0 + m], dout[b, d, t0:t0 + m]
             bd, Dd = bias[d], Dv[d]
             if softplus:                            # pointwise: Δ and softplus'
@@ -420,55 +416,65 @@ def _scan_bwd_item(b, g, u, delta, A, B, C, Dv, bias, softplus, z, has_z, tc, ys
                     dyc[k] = dor[k] * zr[k] * sg
             else:
                 for k in range(m): dyc[k] = dor[k]
-            hbuf[0, :N] = states[b, d, c, :]
-            for k in range(m):                      # recompute the chunk's states
-                dtt = dtc[k]
-                dtu = dtt * ur[k]
-                ak, hk, hk1, Bk = abuf[k], hbuf[k], hbuf[k + 1], Bc[k]
-                for n in range(NP):
-                    a = _exp32(dtt * Ad[n])
-                    ak[n] = a
-                    hk1[n] = a * hk[n] + dtu * Bk[n]
-            for k in range(m - 1, -1, -1):          # reverse pass: adjoint Ḡ_t = C_t dy_t + a_{t+1} Ḡ_{t+1} and the
-                dtt = dtc[k]                        # gradients, pointwise products with Ḡ (one loop: fewer loop
-                ut = ur[k]                          # entries beat simpler loops at N = 16)
-                dyt = dyc[k]
-                dtu = dtt * ut
-                ak, hk, hk1, Bk, Ck = abuf[k], hbuf[k], hbuf[k + 1], Bc[k], Cc[k]
-                dBk, dCk = dBc[k], dCc[k]
-                sGB = _ZERO
-                sAh = _ZERO
-                for n in range(NP):
-                    Gn = Ck[n] * dyt + cj[n]
-                    a = ak[n]
-                    cj[n] = a * Gn
-                    dCk[n] += dyt * hk1[n]
-                    dBk[n] += Gn * dtu
-                    sGB += Gn * Bk[n]
-                    aGh = Gn * a * hk[n]
-                    sAh += Ad[n] * aGh
-                    dAj[n] += dtt * aGh
-                dtc[k] = Dd * dyt + dtt * sGB       # du (Δ_t is not needed any more)
-                ddc[k] = sGB * ut + sAh
+            for k in range(m):
+                sgb[k] = _ZERO
+                sah[k] = _ZERO
+            for n in range(N): W[n >> 4, 0, 5, n & 15] = states[b, d, c, n]
+            for nt in range(NT):
+                vj = V[j, nt]
+                W[nt, m, 6, :] = vj[1]              # carry from the later chunk
+                W[nt, m, 7, :] = 0
+                for k in range(m): W[nt, k, 8, :] = vj[0]
+                for k in range(m):                  # recompute the chunk's states
+                    dtt = dtc[k]
+                    dtu = dtt * ur[k]
+                    w2 = W[nt, k:k + 2]             # rows k, k+1 of one array: constant offsets, no alias checks
+                    for n in range(16):
+                        a = _exp32(dtt * w2[0, 8, n])
+                        w2[0, 4, n] = a
+                        w2[1, 5, n] = a * w2[0, 5, n] + dtu * w2[0, 0, n]
+                for kk in range(m):                 # reverse pass: adjoint Ḡ_t = C_t dy_t + a_{t+1} Ḡ_{t+1} and the
+                    k = m - 1 - kk                  # gradients as pointwise products with Ḡ
+                    dtt = dtc[k]
+                    dyt = dyc[k]
+                    dtu = dtt * ur[k]
+                    w2 = W[nt, k:k + 2]
+                    sGB = _ZERO
+                    sAh = _ZERO
+                    for n in range(16):
+                        Gn = w2[0, 1, n] * dyt + w2[1, 6, n]
+                        a = w2[0, 4, n]
+                        w2[0, 6, n] = a * Gn
+                        w2[0, 3, n] += dyt * w2[1, 5, n]
+                        w2[0, 2, n] += Gn * dtu
+                        sGB += Gn * w2[0, 0, n]
+                        aGh = Gn * a * w2[0, 5, n]
+                        sAh += w2[0, 8, n] * aGh
+                        w2[0, 7, n] = w2[1, 7, n] + dtt * aGh
+                    sgb[k] += sGB
+                    sah[k] += sAh
+                vj[1, :] = W[nt, 0, 6]
+                vj[2, :] += W[nt, 0, 7]
             dur, ddr = du[b, d, t0:t0 + m], ddelta[b, d, t0:t0 + m]
             sb = _ZERO
             sD = _ZERO
-            for k in range(m):                      # pointwise: softplus', dD and d(delta_bias) sums
-                v = ddc[k] * spd[k]
+            for k in range(m):                      # pointwise: du, softplus', dD and d(delta_bias) sums
+                v = (sgb[k] * ur[k] + sah[k]) * spd[k]
                 ddr[k] = v
-                dur[k] = dtc[k]
+                dur[k] = Dd * dyc[k] + dtc[k] * sgb[k]
                 sb += v
                 sD += dyc[k] * ur[k]
             dbacc[j] += sb
             dDacc[j] += sD
         for n in range(N):
             dBn, dCn = dB[b, g, n, t0:t0 + m], dC[b, g, n, t0:t0 + m]
+            nt, nn = n >> 4, n & 15
             for k in range(m):
-                dBn[k] = dBc[k, n]
-                dCn[k] = dCc[k, n]
+                dBn[k] = W[nt, k, 2, nn]
+                dCn[k] = W[nt, k, 3, nn]
     for j in range(dk):
         d = g * dk + j
-        dA_p[b, d, :] = dAacc[j, :N]
+        for n in range(N): dA_p[b, d, n] = V[j, n >> 4, 2, n & 15]
         dD_p[b, d] = dDacc[j]
         dbias_p[b, d] = dbacc[j]
 

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN_TILE', 'cuda', 'float32', 'SEQ_TILE', 'SEQ_NS',
-           'SEQ_BLOCK', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'IMPLS', 'DEFAULT_IMPL', 'MAMBA_SSM_H100', 'STAGE_SHAPES',
-           'HBM_BW', 'scan_fwd_cuda', 'scan_bwd_cuda', 'SelectiveScanCudaFn', 'selective_scan_cuda', 'sim_check',
-           'run_sim_check', 'ptx_report', 'scan_floor_bytes', 'gpu_cases', 'gpu_check', 'bench_scan_cuda',
+           'SEQ_BLOCK', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS', 'MAMBA_SSM_H100',
+           'STAGE_SHAPES', 'HBM_BW', 'scan_fwd_cuda', 'scan_bwd_cuda', 'SelectiveScanCudaFn', 'selective_scan_cuda',
+           'sim_check', 'run_sim_check', 'ptx_report', 'scan_floor_bytes', 'gpu_cases', 'gpu_check', 'bench_scan_cuda',
            'plot_bench_scan_cuda', 'format_bench_cuda', 'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
@@ -1012,13 +1012,15 @@ def _bwd_config(Bt:int, G:int, Dk:int, N:int)->tuple:
     CPB = -(-Dk // S)
     return W, -(-Dk // CPB), CPB
 
-IMPLS = ("seq", "warp_v1", "warp", "chan")   # v2 (default), v1 warp scan (+ its old name), one thread per channel
-DEFAULT_IMPL = os.environ.get("MSMAMBA_SCAN_IMPL", "seq")
+IMPLS = ("auto", "seq", "warp_v1", "warp", "chan")   # auto (default), v2, v1 warp scan (+ its old name), thread per channel
+DEFAULT_IMPL = os.environ.get("MSMAMBA_SCAN_IMPL", "auto")
+SEQ_MIN_ROWS = 8192    # "auto": v2 when Bt·D_ ≥ this (H100: v2 won at ≥ 22 k rows, v1 at ≤ 5.6 k rows, tie at 11 k)
 
-def _impl(impl:str|None, N:int)->str:
-    "Resolve an impl name: None → DEFAULT_IMPL; 'warp_v1' → 'warp'; v2 ('seq') needs N ≤ 4·SEQ_NS, else v1."
+def _impl(impl:str|None, N:int, rows:int|None=None)->str:
+    "Resolve an impl name: None → DEFAULT_IMPL; 'auto' → v2 for ≥ SEQ_MIN_ROWS rows else v1; v2 needs N ≤ 4·SEQ_NS."
     impl = DEFAULT_IMPL if impl is None else impl
     if impl not in IMPLS: raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "auto": impl = "seq" if rows is None or rows >= SEQ_MIN_ROWS else "warp"
     if impl == "warp_v1": impl = "warp"
     if impl == "seq" and N > 4 * SEQ_NS: impl = "warp"
     return impl
@@ -1031,7 +1033,7 @@ def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_soft
     "Forward launch: returns (out float32 (Bt,D_,L), tile states float32 (Bt,D_,n_tiles,N)). B, C are 4-D."
     Bt, Dch, L = u.shape
     G, N = B.shape[1], A.shape[1]
-    impl = _impl(impl, N)
+    impl = _impl(impl, N, Bt * Dch)
     ntiles = max(1, -(-L // _tile(impl)))
     out = _out((Bt, Dch, L), u)
     states = _out((Bt, Dch, ntiles, N), u)
@@ -1053,7 +1055,7 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     "Backward launch: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in float32 (None for absent D, z, bias)."
     Bt, Dch, L = u.shape
     G, N = B.shape[1], A.shape[1]
-    impl = _impl(impl, N)
+    impl = _impl(impl, N, Bt * Dch)
     ntiles = states.shape[2]
     W, S, CPB = _bwd_config(Bt, G, Dch // G, N)
     atomic = impl != "warp" or S > 1          # seq and chan always accumulate dB/dC with atomics
@@ -1115,12 +1117,12 @@ def selective_scan_cuda(u:torch.Tensor,               # input (Bt, D_, L), fp32/
                         z:torch.Tensor|None=None,     # gate (Bt, D_, L): out *= silu(z)
                         delta_bias:torch.Tensor|None=None, # (D_,)
                         delta_softplus:bool=True,     # Δ = softplus(delta + delta_bias)
-                        impl:str|None=None,           # None → DEFAULT_IMPL; "seq" (v2), "warp_v1" (v1 warp scan), "chan"
+                        impl:str|None=None,           # None → DEFAULT_IMPL ("auto"); "seq" (v2), "warp_v1" (v1), "chan"
                        )->torch.Tensor:               # out (Bt, D_, L) in u's dtype
     "Selective scan on CUDA tensors with Numba CUDA kernels; differentiable (mamba_ssm semantics, grouped B/C)."
     if not (u.is_cuda or _simulator()): raise ValueError(f"selective_scan_cuda needs CUDA tensors, got {u.device}")
     if A.shape[1] > NMAX: raise ValueError(f"d_state N={A.shape[1]} > {NMAX}")
-    impl = _impl(impl, A.shape[1])        # resolved once, so forward and backward use the same kernels
+    impl = _impl(impl, A.shape[1], u.shape[0] * u.shape[1])   # resolved once, so forward and backward use the same kernels
     if _simulator() and impl != "chan" and not _SIM_SHUFFLES: impl = "chan"   # no warp shuffles in the simulator
     G = 1 if B.dim() == 3 else B.shape[1]
     if u.shape[1] % G: raise ValueError(f"channels {u.shape[1]} not divisible by groups {G}")
@@ -1265,7 +1267,7 @@ def gpu_check(n_random:int=8, seed:int=0, tol32:float=1e-4, tol16:float=2e-2, im
             if disp: _RAW, impl = False, DEFAULT_IMPL
             try: r = _check_case(Bt, Dc, L, N, G, opts, seed=seed + i, impl=impl, device="cuda", dtype=getattr(torch, dt))
             finally: _RAW = raw
-            r["impl"] = _impl(impl, N) + ("-dispatch" if disp else "")
+            r["impl"] = _impl(impl, N, Bt * Dc) + ("-dispatch" if disp else "")
             errs = [v for k, v in r.items() if k not in ("case", "impl", "dtype")]
             r["max_rel_err"] = max(errs); r["tol"] = tol32 if dt == "float32" else tol16
             r["pass"] = bool(r["max_rel_err"] <= r["tol"])
@@ -1400,17 +1402,19 @@ def plot_bench_scan_cuda(bench:dict|str,                         # bench_scan_cu
     if isinstance(bench, str): bench = json.load(open(bench))
     g = bench["grouped"]; rel = bench["released"]
     lab = [f"st{i+1}\nL={r['shape'][2]}" for i, r in enumerate(g)]
-    x = np.arange(len(g)); w = 0.2
+    v1 = bench.get("v1", {}).get("grouped")
+    x = np.arange(len(g)); w = 0.16
     fig, axs = plt.subplots(1, 2, figsize=(9, 3.2))
     for ax, key, fk, mi, title in ((axs[0], "fwd_ms", "floor_fwd_ms", 0, "forward"), (axs[1], "fwdbwd_ms", "floor_fwdbwd_ms", 1, "forward + backward")):
         ours = [r[key] for r in g]
         floor = [r[fk] for r in g]
         released_ours = [16 * q[key] for q in rel]
         ms = [16 * q["mamba_ssm_issue_h100"][mi] if q.get("mamba_ssm_issue_h100") else np.nan for q in rel]
-        ax.bar(x - 1.5 * w, floor, w, label="memory floor (3 TB/s)", color="0.7")
-        ax.bar(x - 0.5 * w, ours, w, label="ours, 1 grouped call", color="C0")
-        ax.bar(x + 0.5 * w, released_ours, w, label="ours, 16 released calls", color="C2")
-        ax.bar(x + 1.5 * w, ms, w, label="mamba_ssm ×16 (issue 3, H100)", color="C3")
+        ax.bar(x - 2 * w, floor, w, label="memory floor (3 TB/s)", color="0.7")
+        if v1: ax.bar(x - w, [r[key] for r in v1], w, label="v1 warp scan, 1 grouped call", color="C1")
+        ax.bar(x, ours, w, label="v2, 1 grouped call", color="C0")
+        ax.bar(x + w, released_ours, w, label="v2, 16 released calls", color="C2")
+        ax.bar(x + 2 * w, ms, w, label="mamba_ssm ×16 (issue 3, H100)", color="C3")
         ax.set_xticks(x, lab, fontsize=7); ax.set_yscale("log"); ax.set_ylabel("ms per block", fontsize=8)
         ax.set_title(title, fontsize=9); ax.tick_params(labelsize=7)
     axs[0].legend(fontsize=6)
@@ -1421,17 +1425,18 @@ def plot_bench_scan_cuda(bench:dict|str,                         # bench_scan_cu
 
 def format_bench_cuda(bench:dict)->str:
     "Markdown table of the benchmark (ours vs floor vs the issue's mamba_ssm numbers)."
-    L = ["| call (batch, channels, L, G) | ours fwd / fwd+bwd ms | kernels fwd / bwd ms | floor fwd / fwd+bwd ms | ratio to floor | mamba_ssm (issue, H100) |",
-         "|---|---|---|---|---|---|"]
-    for r in bench["grouped"]:
-        b, d, l, n, g = r["shape"]; m = r["mamba_ssm_issue_h100"]
-        L.append(f"| grouped ({b}, {d}, {l}, {g}) | {r['fwd_ms']:.3f} / {r['fwdbwd_ms']:.3f} | {r['fwd_kernel']['median']:.3f} / "
-                 f"{r['bwd_kernel']['median']:.3f} | {r['floor_fwd_ms']:.3f} / {r['floor_fwdbwd_ms']:.3f} | "
-                 f"{r['ratio_fwd']:.2f} / {r['ratio_fwdbwd']:.2f} | {'%.3f / %.3f' % tuple(m) if m else '—'} |")
-    for q in bench["released"]:
-        b, d, l, n, g = q["shape"]; m = q["mamba_ssm_issue_h100"]
-        L.append(f"| released ({b}, {d}, {l}, {g}) | {q['fwd_ms']:.3f} / {q['fwdbwd_ms']:.3f} | {q['fwd_kernel']['median']:.3f} / "
-                 f"{q['bwd_kernel']['median']:.3f} | — | — | {'%.3f / %.3f' % tuple(m) if m else '—'} |")
+    L = ["| call (batch, channels, L, G) | v2 fwd / fwd+bwd ms | v2 kernels fwd / bwd ms | v1 fwd / fwd+bwd ms (same run) | floor fwd / fwd+bwd ms | v2 ratio to floor | mamba_ssm (issue, H100) |",
+         "|---|---|---|---|---|---|---|"]
+    v1 = bench.get("v1", {})
+    for kind in ("grouped", "released"):
+        for i, r in enumerate(bench[kind]):
+            b, d, l, n, g = r["shape"]; m = r["mamba_ssm_issue_h100"]
+            o = v1.get(kind, [None] * (i + 1))[i]
+            fl = f"{r['floor_fwd_ms']:.3f} / {r['floor_fwdbwd_ms']:.3f}" if "floor_fwd_ms" in r else "—"
+            ra = f"{r['ratio_fwd']:.2f} / {r['ratio_fwdbwd']:.2f}" if "ratio_fwd" in r else "—"
+            L.append(f"| {kind} ({b}, {d}, {l}, {g}) | {r['fwd_ms']:.3f} / {r['fwdbwd_ms']:.3f} | {r['fwd_kernel']['median']:.3f} / "
+                     f"{r['bwd_kernel']['median']:.3f} | {'%.3f / %.3f' % (o['fwd_ms'], o['fwdbwd_ms']) if o else '—'} | {fl} | {ra} | "
+                     f"{'%.3f / %.3f' % tuple(m) if m else '—'} |")
     return "\n".join(L)
 
 def main_bench_scan_cuda(argv:list|None=None)->int:
