@@ -287,7 +287,20 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
         d = r['data']
         L.append(f"| `{n}` (this file) | {r['device']} | {_data_str(d)} | {d['n_images']} | {r['OA']:.2f} | {r['AUC']:.2f} |")
     if not met and not recs: L.append("| no evaluation recorded yet | | | | | |")
-    L += ["| paper, Table I (Ms-Mamba-t, its own unknown split and pipeline) | ? | original PNGs | ? | 97.31 | 99.60 |", "",
+    p_oa, p_auc = _paper_sars(meta['variant'])
+    L += [f"| paper, Table I (Ms-Mamba-{meta['variant']}, its own unknown split and pipeline) | ? | original PNGs | ? | {p_oa:.2f} | {p_auc:.2f} |", ""]
+    cfg = json.loads((rd/'runs'/run/'config.json').read_text()) if run and (rd/'runs'/run/'config.json').exists() else {}
+    if cfg:
+        ep = cfg.get('epochs') or 0
+        L += ["## Training protocol (from the run's config.json)",
+              f"- Adam lr {cfg.get('lr')}, weight decay {cfg.get('weight_decay')}, batch {cfg.get('batch_size')}, "
+              f"RandomResizedCrop({cfg.get('img_size')}) for training, Resize for val/test, seed {cfg.get('seed')}, "
+              f"{'bf16 autocast' if cfg.get('bf16') else 'float32'}; per-iteration warm-up then cosine schedule over {ep} epochs; "
+              f"best-val-accuracy checkpoint; {met.get('epochs_run', '?')} epochs run",
+              (f"- **Shortened schedule**: {ep} epochs instead of the released protocol's 200 (warm-up scaled to "
+               f"{cfg.get('warmup_epochs') or round(10*ep/200, 2)} epochs); these are not the numbers of the full protocol."
+               if ep < 200 else "- The released code's 200-epoch protocol."), ""]
+    L += [
           "## Limits",
           "- Research reproduction, not a medical device; not validated for diagnosis.",
           "- Trained and tested on single-cell crops of thin blood smears from one source (NIH, Chittagong); other "

@@ -96,6 +96,7 @@ AGREE_CASES = [  # Bt, Dc, L, N, G, D, z, bias, softplus, tc
     (1, 6, 70, 8, 2, False, False, False, True, 64),  # L not a multiple of TC
     (2, 4, 33, 16, 1, False, True, False, False, 8),  # softplus off
     (3, 8, 20, 3, 2, True, False, False, True, 20),
+    (1, 4, 9, 20, 2, True, True, True, True, 4),     # N = 20: two tiles of 16 states in the kernels, one partial
 ]
 
 
