@@ -250,6 +250,11 @@ def cross_device_check(record_path:str|Path,          # an eval record whose `_p
                 here_device=str(device), here_environment=environment(), data=_data_str(rec['data']))
 
 # %% ../nbs/10_reproduce.ipynb #c028
+def _paper_sars(variant='t') -> tuple:
+    "The paper's Table I SARS (OA, AUC) for a variant."
+    from msmamba_nb.figures import paper_results, paper_row
+    r = paper_row(paper_results(), variant)['results']['SARS']; return r['OA'], r['AUC']
+
 def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/data') -> str:
     "The Markdown model card of a release, from its meta, its run's metrics and its evaluation records."
     from msmamba_nb.train import load_checkpoint
@@ -320,10 +325,6 @@ def write_model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figu
 def _banner(msg:str) -> str:
     line = '!' * 78
     return f"{line}\n" + '\n'.join(f"!! {l}" for l in msg.splitlines()) + f"\n{line}"
-
-def _paper_sars(variant='t') -> tuple:
-    from msmamba_nb.figures import paper_results, paper_row
-    r = paper_row(paper_results(), variant)['results']['SARS']; return r['OA'], r['AUC']
 
 def table1_sars_lines(res:dict|None,            # evaluate_release result, or None
                       results_dir='paper_figures/data', # committed runs
