@@ -373,7 +373,7 @@ def _scan_bwd_item(b, g, u, delta, A, B, C, Dv, bias, softplus, z, has_z, tc, ys
     NT = (N + 15) >> 4                              # tiles of 16 states (zero-padded)
     W = np.zeros((NT, tc + 1, 9, 16), np.float32)   # one workspace, row k = step k of the chunk, fields: 0 B, 1 C,
                                                     # 2 dB, 3 dC, 4 a = exp(ΔA), 5 h_{t-1} (so row k+1 holds h_t),
-                                                    # 6 carry a_t·Ḡ_t, 7 running dA sum, 8 A (copied to every row)
+                                                    # 6 carry a_t·Ḡ_t, 7 running dA sum, 8 A (handed on row to row)
     V = np.zeros((dk, NT, 3, 16), np.float32)       # per channel: 0 A, 1 carry between chunks, 2 dA
     for j in range(dk):
         for n in range(N): V[j, n >> 4, 0, n & 15] = A[g * dk + j, n]
@@ -394,7 +394,11 @@ def _scan_bwd_item(b, g, u, delta, A, B, C, Dv, bias, softplus, z, has_z, tc, ys
             for k in range(m):
                 W[nt, k, 0, nn] = Bn[k]
                 W[nt, k, 1, nn] = Cn[k]
-        W[:, :m, 2:4, :] = 0
+        for nt in range(NT):
+            for k in range(m):
+                for n in range(16):
+                    W[nt, k, 2, n] = _ZERO
+                    W[nt, k, 3, n] = _ZERO
         for j in range(dk):
             d = g * dk + j
             ur, dr, dor = u[b, d, t0:t0 + m], delta[b, d, t0:t0 + m], dout[b, d, t0:t0 + m]
@@ -422,15 +426,18 @@ def _scan_bwd_item(b, g, u, delta, A, B, C, Dv, bias, softplus, z, has_z, tc, ys
             for n in range(N): W[n >> 4, 0, 5, n & 15] = states[b, d, c, n]
             for nt in range(NT):
                 vj = V[j, nt]
-                W[nt, m, 6, :] = vj[1]              # carry from the later chunk
-                W[nt, m, 7, :] = 0
-                for k in range(m): W[nt, k, 8, :] = vj[0]
+                for n in range(16):
+                    W[nt, m, 6, n] = vj[1, n]       # carry from the later chunk
+                    W[nt, m, 7, n] = _ZERO
+                for n in range(16): W[nt, 0, 8, n] = vj[0, n]
                 for k in range(m):                  # recompute the chunk's states
                     dtt = dtc[k]
                     dtu = dtt * ur[k]
                     w2 = W[nt, k:k + 2]             # rows k, k+1 of one array: constant offsets, no alias checks
                     for n in range(16):
-                        a = _exp32(dtt * w2[0, 8, n])
+                        An = w2[0, 8, n]
+                        w2[1, 8, n] = An            # A handed on to the next row
+                        a = _exp32(dtt * An)
                         w2[0, 4, n] = a
                         w2[1, 5, n] = a * w2[0, 5, n] + dtu * w2[0, 0, n]
                 for kk in range(m):                 # reverse pass: adjoint Ḡ_t = C_t dy_t + a_{t+1} Ḡ_{t+1} and the
@@ -453,8 +460,9 @@ def _scan_bwd_item(b, g, u, delta, A, B, C, Dv, bias, softplus, z, has_z, tc, ys
                         w2[0, 7, n] = w2[1, 7, n] + dtt * aGh
                     sgb[k] += sGB
                     sah[k] += sAh
-                vj[1, :] = W[nt, 0, 6]
-                vj[2, :] += W[nt, 0, 7]
+                for n in range(16):
+                    vj[1, n] = W[nt, 0, 6, n]
+                    vj[2, n] += W[nt, 0, 7, n]
             dur, ddr = du[b, d, t0:t0 + m], ddelta[b, d, t0:t0 + m]
             sb = _ZERO
             sD = _ZERO
