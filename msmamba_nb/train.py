@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'RESUME_OVERRIDES', 'RELEASED_REFERENCE', 'roc_auc_binary', 'roc_auc_ovr', 'confusion_matrix',
            'classification_metrics', 'WarmupCosine', 'EarlyStopping', 'ToyNet', 'build_model', 'CheckpointError',
-           'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint', 'file_sha256', 'git_commit',
+           'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint', 'file_sha256', 'git_commit', 'portable_argv',
            'environment_info', 'seed_everything', 'rng_state', 'set_rng_state', 'resolve_device', 'TrainConfig',
            'save_predictions', 'load_predictions', 'evaluate', 'SimulatedKill', 'train', 'evaluate_checkpoint',
            'main_train', 'main_eval', 'main_bench_train']
@@ -188,6 +188,13 @@ def git_commit()->dict:
     except Exception: pass
     return dict(commit=os.environ.get('MSMAMBA_GIT_COMMIT'), dirty=None)
 
+def portable_argv(argv:list)->list:
+    "Command-line words with absolute paths cut to `…/<name>`, so records name no folder of the machine that made them."
+    def cut(w):
+        k, eq, v = w.partition('=') if (w.startswith('--') and '=' in w) else ('', '', w)
+        return (k + eq if eq else '') + ('…/' + os.path.basename(v) if os.path.isabs(v) else v)
+    return [cut(str(w)) for w in argv]
+
 def environment_info()->dict:
     "Commit, hardware and versions, for env.json and benchmark files."
     import numba, PIL
@@ -207,7 +214,7 @@ def environment_info()->dict:
                               cudnn=torch.backends.cudnn.version() if torch.cuda.is_available() else None,
                               numpy=np.__version__, numba=numba.__version__, pillow=PIL.__version__,
                               libwebp=features.version('webp'), msmamba_nb=msmamba_nb.__version__),
-                platform=platform.platform(), argv=sys.argv[1:])
+                platform=platform.platform(), argv=portable_argv(sys.argv[1:]))
 
 def seed_everything(seed:int):
     "Seed python, numpy and torch (CPU and all GPUs)."
@@ -227,7 +234,7 @@ def resolve_device(device:str='auto')->torch.device:
     "'auto' → cuda when available, else cpu."
     return torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else ('cpu' if device == 'auto' else device))
 
-# %% ../nbs/09_train.ipynb #c026
+# %% ../nbs/09_train.ipynb #c027
 @dataclass
 class TrainConfig:
     "Every option of a training run; the defaults are the released code's protocol."
@@ -270,7 +277,7 @@ class TrainConfig:
 
 RESUME_OVERRIDES = ('time_budget_min', 'progress', 'device', 'workers', 'data_root', 'pack', 'run_dir')  # taken from the resuming call
 
-# %% ../nbs/09_train.ipynb #c029
+# %% ../nbs/09_train.ipynb #c030
 import csv
 
 def save_predictions(path:str|Path,     # CSV file to write (parent folders are created)
@@ -299,7 +306,7 @@ def load_predictions(path:str|Path) -> tuple:
     probs = np.array([[float(x) for x in row[2:2+len(k)]] for row in rows]).reshape(len(rows), len(k))
     return probs, np.array([int(row[1]) for row in rows], dtype=int), [row[0] for row in rows]
 
-# %% ../nbs/09_train.ipynb #c031
+# %% ../nbs/09_train.ipynb #c032
 @torch.no_grad()
 def evaluate(model:nn.Module,        # the model (eval mode is set here)
              x_u8:torch.Tensor,      # (N, 3, S, S) uint8, on the model's device
@@ -327,7 +334,7 @@ def evaluate(model:nn.Module,        # the model (eval mode is set here)
     n = max(len(y), 1)
     return dict(loss=float(loss) / n, acc=float(correct) / n, probs=torch.cat(probs).numpy() if probs else np.zeros((0, 0)))
 
-# %% ../nbs/09_train.ipynb #c035
+# %% ../nbs/09_train.ipynb #c036
 class SimulatedKill(RuntimeError):
     "Raised by `train(..., stop_after_steps=k)` to imitate a run killed mid-epoch (tests)."
 
@@ -502,7 +509,7 @@ def train(cfg:TrainConfig,              # the run's options
     _write_json(run/'metrics.json', out)
     return out
 
-# %% ../nbs/09_train.ipynb #c041
+# %% ../nbs/09_train.ipynb #c042
 def evaluate_checkpoint(checkpoint:str|Path,   # a checkpoint file (checkpoint_best.pt)
                         data:LoadedData,       # data with the split to evaluate
                         split:str='test',
@@ -525,7 +532,7 @@ def evaluate_checkpoint(checkpoint:str|Path,   # a checkpoint file (checkpoint_b
                 epoch=ck.get('epoch'), dataset=data.dataset, split_scheme=data.split_scheme, device=str(dev),
                 data_fidelity=data.fidelity)
 
-# %% ../nbs/09_train.ipynb #c043
+# %% ../nbs/09_train.ipynb #c044
 def _train_parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='msmamba train', formatter_class=argparse.RawDescriptionHelpFormatter, description=(
         "Train a Microscopic-Mamba classifier with the released code's protocol: RandomResizedCrop(224) for training,\n"
@@ -628,7 +635,7 @@ def main_eval(argv:list|None=None)->int:
     print(json.dumps({k: res[k] for k in ('split', 'n', 'OA', 'AUC', 'F1_weighted')}), f'-> {out}')
     return 0
 
-# %% ../nbs/09_train.ipynb #c047
+# %% ../nbs/09_train.ipynb #c048
 RELEASED_REFERENCE = dict(
     source='issue 5 (released code, random 224x224 input, batch 58, Adam, median of 20 steps)',
     train_img_s=dict(fp32=dict(H100=152, H200=151, H200_as_shipped=89), bf16=dict(H100=182, H200=138)),
