@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['DATASETS', 'DATASET_TITLES', 'NOT_OBTAINABLE', 'NOT_RUN_YET', 'OBTAINABLE', 'VARIANTS', 'T1_COLUMNS', 'RADAR_AXES',
            'OWNER_PLOTS', 'paper_results', 'paper_row', 'canonical_dataset', 'canonical_split', 'pct', 'read_log',
-           'read_run', 'find_runs', 'read_eval_record', 'find_eval_records', 'write_synthetic_results', 'model_size',
-           'write_model_size', 'mean_std', 'fmt_cell', 'table1', 'table1_markdown', 'write_table1_csv', 'fig_table1',
-           'fig_curves', 'fig_confusion_roc', 'fig_radar', 'fig_scatter', 'fig_bench', 'radar_ours', 'make_all',
-           'main_figures']
+           'run_protocol', 'read_run', 'find_runs', 'read_eval_record', 'find_eval_records', 'write_synthetic_results',
+           'model_size', 'write_model_size', 'mean_std', 'fmt_cell', 'table1', 'table1_markdown', 'write_table1_csv',
+           'fig_table1', 'fig_curves', 'fig_confusion_roc', 'fig_radar', 'fig_scatter', 'fig_bench', 'radar_ours',
+           'make_all', 'main_figures']
 
 # %% ../nbs/11_figures.ipynb #c003
 import argparse, csv, json, math
@@ -82,6 +82,18 @@ def read_log(path:str|Path) -> list:
         except json.JSONDecodeError: pass  # a line cut by a killed run
     return out
 
+def run_protocol(cfg:dict) -> str:
+    "'' for the released protocol (200 epochs, 224², full data, default model), else what differs, e.g. '13 of 200 epochs'."
+    bits = []
+    ep = cfg.get('epochs')
+    if ep is not None and ep != 200: bits.append(f"{ep} of 200 epochs")
+    if cfg.get('subset'): bits.append(f"subset {cfg['subset']}/class")
+    if cfg.get('img_size') not in (None, 224): bits.append(f"{cfg['img_size']}²")
+    if cfg.get('model_kwargs'): bits.append(', '.join(f"{k}={v}" for k, v in sorted(cfg['model_kwargs'].items())))
+    if cfg.get('batch_size') not in (None, 58): bits.append(f"batch {cfg['batch_size']}")
+    if cfg.get('bf16'): bits.append('bf16')
+    return '; '.join(bits)
+
 def read_run(run_dir:str|Path) -> dict:
     "One run directory as a flat dict: name, variant, dataset, split, seed, OA/AUC (percent), log, confusion, ..."
     d = Path(run_dir)
@@ -94,6 +106,7 @@ def read_run(run_dir:str|Path) -> dict:
         dataset=canonical_dataset(_get(dat, 'dataset', 'name') or _get(cfg, 'dataset', 'data.dataset')),
         split=canonical_split(_get(dat, 'split_scheme', 'split', 'split_name') or _get(cfg, 'split', 'data.split')),
         seed=_get(cfg, 'seed'),
+        protocol=run_protocol(cfg),
         synthetic=bool(_get(dat, 'synthetic', default=False) or _get(cfg, 'synthetic', default=False)),
         finished=bool(met) and met.get('complete', True) is True and _get(met, 'OA', 'oa', 'acc', 'accuracy') is not None,
         status=met.get('status', 'finished' if met else 'running (no metrics.json yet)'),
@@ -140,11 +153,11 @@ def find_eval_records(results_dir:str|Path) -> list:
     "Every `eval_*.json` record in the results folder, sorted by name."
     return [read_eval_record(p) for p in sorted(Path(results_dir).glob('eval_*.json'))] if Path(results_dir).exists() else []
 
-# %% ../nbs/11_figures.ipynb #c013
+# %% ../nbs/11_figures.ipynb #c014
 def write_synthetic_results(results_dir:str|Path, # folder to create (runs go to results_dir/runs/)
                             seeds=(0, 1, 2),       # seeds of the t run on the default split
                             n_test:int=200,        # predictions per run
-                            epochs:int=6,          # log length
+                            epochs:int=6,          # log length (the runs early-stopped; their config asks for 200)
                            ) -> Path:
     "Write clearly-labelled SYNTHETIC run directories (test fixtures only, never results)."
     from msmamba_nb.train import save_predictions
@@ -152,7 +165,7 @@ def write_synthetic_results(results_dir:str|Path, # folder to create (runs go to
     specs = [('t', s, 'default') for s in seeds] + [('s', 0, 'default'), ('t', 0, 'patient')]
     for variant, seed, split in specs:
         d = root/'runs'/f'SYNTHETIC_{variant}_sars_{split}_seed{seed}'; d.mkdir(parents=True, exist_ok=True)
-        (d/'config.json').write_text(json.dumps(dict(variant=variant, seed=seed, epochs=epochs, synthetic=True)))
+        (d/'config.json').write_text(json.dumps(dict(variant=variant, seed=seed, epochs=200, synthetic=True)))
         (d/'data.json').write_text(json.dumps(dict(  # the layout of msmamba_nb.data.LoadedData.summary()
             dataset='SARS', split_scheme='stratified' if split == 'default' else split, synthetic=True,
             class_names=['Parasitized', 'Uninfected'], num_classes=2,
@@ -171,7 +184,7 @@ def write_synthetic_results(results_dir:str|Path, # folder to create (runs go to
                                                       confusion_matrix=cm, class_names=['Parasitized', 'Uninfected'])))
     return root
 
-# %% ../nbs/11_figures.ipynb #c016
+# %% ../nbs/11_figures.ipynb #c017
 _SIZE_CACHE = {}
 
 def model_size(variant:str,          # 't', 's' or 'b'
@@ -198,7 +211,7 @@ def _count_live(variant, num_classes):
     return dict(params_m=M.count_params(net)/1e6, gmacs=macs.get('paper'), gmacs_with_scan=macs.get('full'),
                 num_classes=num_classes, source='counted live')
 
-# %% ../nbs/11_figures.ipynb #c017
+# %% ../nbs/11_figures.ipynb #c018
 def write_model_size(results_dir:str|Path,  # folder to write model_size.json into
                      num_classes:int=2,     # head size of the models we train
                     ) -> Path:
@@ -215,7 +228,7 @@ def write_model_size(results_dir:str|Path,  # folder to write model_size.json in
     p.write_text(json.dumps(rec, indent=1) + '\n')
     return p
 
-# %% ../nbs/11_figures.ipynb #c020
+# %% ../nbs/11_figures.ipynb #c021
 def mean_std(xs) -> tuple:
     "(mean, sample std or None, n) of the non-None values."
     xs = [float(x) for x in xs if x is not None]
@@ -228,12 +241,13 @@ def fmt_cell(xs, nd:int=2) -> str|None:
     if n == 0: return None
     return f"{m:.{nd}f}" if n == 1 else f"{m:.{nd}f} ± {s:.{nd}f} (n={n})"
 
-# %% ../nbs/11_figures.ipynb #c022
+# %% ../nbs/11_figures.ipynb #c023
 T1_COLUMNS = ['group', 'method', 'venue', 'gmacs', 'params_m'] + [f'{d}_{m}' for d in DATASETS for m in ('OA', 'AUC')] + ['source', 'note']
 
-def _our_label(variant, split, synthetic, trained=True, sized=True):
+def _our_label(variant, split, synthetic, trained=True, sized=True, protocol=''):
     what = 'measured' if trained else ('size measured, not trained yet' if sized else 'not trained yet')
-    lab = f"Ms-Mamba-{variant} (ours, {what}" + ('' if split == 'default' else f", {split} split") + ')'
+    lab = (f"Ms-Mamba-{variant} (ours, {what}" + ('' if split == 'default' else f", {split} split")
+           + (f", {protocol}" if protocol else '') + ')')
     return ('SYNTHETIC ' + lab) if synthetic else lab
 
 def table1(runs:list,               # from find_runs
@@ -260,7 +274,9 @@ def table1(runs:list,               # from find_runs
         for split in splits:
             sel = [r for r in mine if r['split'] == split]
             for synthetic in sorted({r['synthetic'] for r in sel}) or [False]:
-                rows.append(_our_row(v, split, synthetic, [r for r in sel if r['synthetic'] == synthetic], sizes, results_dir))
+                ss = [r for r in sel if r['synthetic'] == synthetic]
+                for proto in sorted({r['protocol'] for r in ss}) or ['']:
+                    rows.append(_our_row(v, split, synthetic, [r for r in ss if r['protocol'] == proto], sizes, results_dir, proto))
                 p = [r['name'] for r in pending if r['variant'] == v and r['split'] == split and r['synthetic'] == synthetic]
                 if p: rows[-1]['note'] += f"; not counted (incomplete, resumable): {', '.join(p)}"
         for rec in records or []:
@@ -281,11 +297,11 @@ def _record_row(v, rec, sizes, results_dir):
                    f"data {rec['fidelity']}, device {rec['hardware']}")
     return row
 
-def _our_row(v, split, synthetic, sel, sizes, results_dir):
+def _our_row(v, split, synthetic, sel, sizes, results_dir, protocol=''):
     k = {len(r['class_names']) for r in sel if r['class_names']}
     k = k.pop() if len(k) == 1 else 2
     sz = (sizes or {}).get(v) or model_size(v, k, results_dir)
-    row = dict(group='Ours', method=_our_label(v, split, synthetic, bool(sel), sz.get('params_m') is not None), venue='this work',
+    row = dict(group='Ours', method=_our_label(v, split, synthetic, bool(sel), sz.get('params_m') is not None, protocol), venue='this work',
                gmacs=f"{sz['gmacs']:.2f}" if sz.get('gmacs') is not None else 'n/a',
                params_m=f"{sz['params_m']:.2f} (K={sz['num_classes']})" if sz.get('params_m') is not None else 'n/a', source='measured')
     for d in DATASETS:
@@ -297,7 +313,7 @@ def _our_row(v, split, synthetic, sel, sizes, results_dir):
                    + (f"; data: {', '.join(fid)}" if fid else '') + ('; SYNTHETIC TEST DATA, NOT A RESULT' if synthetic else ''))
     return row
 
-# %% ../nbs/11_figures.ipynb #c025
+# %% ../nbs/11_figures.ipynb #c026
 _T1_HEAD = ['Group', 'Method', 'Venue', 'GMACs', 'Params (M)'] + [f'{DATASET_TITLES[d]} {m}' for d in DATASETS for m in ('OA', 'AUC')]
 
 def table1_markdown(rows:list) -> str:
@@ -340,7 +356,7 @@ def fig_table1(rows:list) -> Figure:
     ax.set_title("Table I: paper (reference) and ours (measured, shaded). OA/AUC in %.", fontsize=10)
     return fig
 
-# %% ../nbs/11_figures.ipynb #c028
+# %% ../nbs/11_figures.ipynb #c029
 def fig_curves(run:dict) -> Figure:
     "Loss, accuracy and learning rate per epoch of one run."
     log = run['log']
@@ -360,7 +376,7 @@ def fig_curves(run:dict) -> Figure:
                  f"({run['split']} split, seed {run['seed']}; data {run['fidelity']})", fontsize=9)
     return fig
 
-# %% ../nbs/11_figures.ipynb #c031
+# %% ../nbs/11_figures.ipynb #c032
 def fig_confusion_roc(run:dict) -> Figure:
     "Confusion matrix (counts and row %) and ROC curve of one run's test predictions."
     from sklearn.metrics import roc_curve, roc_auc_score
@@ -396,7 +412,7 @@ def fig_confusion_roc(run:dict) -> Figure:
                  f"({run['split']} split; data {run['fidelity']})", fontsize=9)
     return fig
 
-# %% ../nbs/11_figures.ipynb #c034
+# %% ../nbs/11_figures.ipynb #c035
 RADAR_AXES = ('RPE', 'gmacs', 'params_m', 'MedFM_Colon', 'MHIST', 'SARS', 'TissueMNIST')  # v2 Fig. 1's order
 
 def fig_radar(paper:dict,            # from paper_results
@@ -435,7 +451,7 @@ def fig_radar(paper:dict,            # from paper_results
     fig.suptitle(f'Ms-Mamba-{variant}: paper vs ours (outward = better; each axis scaled over Table I\'s methods)', fontsize=9)
     return fig
 
-# %% ../nbs/11_figures.ipynb #c037
+# %% ../nbs/11_figures.ipynb #c038
 _GROUP_STYLE = {'CNNs': ('C0', 'o'), 'ViTs': ('C1', 's'), 'Hybrid-CNN-ViT': ('C2', '^'), 'Mambas': ('C4', 'D'), 'Ours': ('C3', 'P')}
 
 def fig_scatter(paper:dict,      # from paper_results
@@ -465,7 +481,7 @@ def fig_scatter(paper:dict,      # from paper_results
     fig.suptitle(f'Cost vs accuracy on {DATASET_TITLES[dataset]} (paper values; stars: our measurements)', fontsize=10)
     return fig
 
-# %% ../nbs/11_figures.ipynb #c040
+# %% ../nbs/11_figures.ipynb #c041
 OWNER_PLOTS = {'bench_scan_cuda': ('scan_cuda', 'plot_bench_scan_cuda')}  # record stem -> (module, function(rec, png))
 
 _ID_KEYS = ('name', 'config', 'backend', 'impl', 'precision', 'dtype', 'variant', 'stage', 'shape', 'batch', 'batch_size',
@@ -507,7 +523,7 @@ def fig_bench(name:str,   # the record's name (file stem)
     ax.set_title(f'{name}: {unit}', fontsize=9); ax.grid(axis='x', alpha=.3)
     return fig
 
-# %% ../nbs/11_figures.ipynb #c043
+# %% ../nbs/11_figures.ipynb #c044
 def _agg_points(runs, results_dir):
     "Our measured SARS points per (variant, split): mean/std OA and AUC with the model size."
     pts = []
@@ -581,7 +597,7 @@ def make_all(results_dir:str|Path='paper_figures/data', # committed results (run
     for p in written: say(f"wrote {p}")
     return written
 
-# %% ../nbs/11_figures.ipynb #c048
+# %% ../nbs/11_figures.ipynb #c049
 def main_figures(argv:list|None=None) -> int:
     "CLI: regenerate paper_figures/ from committed results."
     ap = argparse.ArgumentParser(prog='msmamba figures', description='Regenerate Table I (md/csv/png) and every figure of '

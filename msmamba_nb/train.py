@@ -66,6 +66,9 @@ def classification_metrics(y:np.ndarray,     # integer labels (N,)
                           )->dict:           # OA, AUC, AUC_macro, weighted P/R/F1, confusion matrix, per class
     "Every number the released test.py reports, with the AUC kind chosen from the class count."
     y = np.asarray(y, np.int64); probs = np.asarray(probs, np.float64); K = probs.shape[1]
+    if not np.isfinite(probs).all():   # a diverged model must not get plausible-looking OA/AUC
+        raise ValueError(f"classification_metrics: {int((~np.isfinite(probs)).any(1).sum())} of {len(probs)} rows of probs "
+                         "are NaN or infinite (did training diverge?)")
     names = list(class_names) if class_names else [str(i) for i in range(K)]
     pred = probs.argmax(1)
     cm = confusion_matrix(y, pred, K)
@@ -83,7 +86,7 @@ def classification_metrics(y:np.ndarray,     # integer labels (N,)
                 precision_weighted=float((prec * w).sum()), recall_weighted=float((rec * w).sum()),
                 F1_weighted=float((f1 * w).sum()), confusion_matrix=cm.tolist(), per_class=per, class_names=names)
 
-# %% ../nbs/09_train.ipynb #c011
+# %% ../nbs/09_train.ipynb #c012
 class WarmupCosine:
     "LR factor per iteration: linear start→1 over `warmup` iterations, then cosine 1→end at `total`."
     def __init__(self, warmup:int, total:int, start:float=1e-3, end:float=1e-6):
@@ -93,7 +96,7 @@ class WarmupCosine:
         p = min(1.0, (it - self.warmup) / max(1, self.total - self.warmup))
         return self.end + (1 - self.end) * 0.5 * (1 + math.cos(math.pi * p))
 
-# %% ../nbs/09_train.ipynb #c014
+# %% ../nbs/09_train.ipynb #c015
 class EarlyStopping:
     "Stop after `patience` epochs without a validation loss at least as good as the best."
     def __init__(self, patience:int=30): self.patience, self.best, self.count = patience, float('inf'), 0
@@ -105,7 +108,7 @@ class EarlyStopping:
     def state_dict(self)->dict: return dict(best=self.best, count=self.count)
     def load_state_dict(self, d:dict): self.best, self.count = d['best'], d['count']
 
-# %% ../nbs/09_train.ipynb #c017
+# %% ../nbs/09_train.ipynb #c018
 class ToyNet(nn.Module):
     "A tiny CNN stand-in (variant 'toy') for tests and CPU smoke runs."
     def __init__(self, num_classes:int=2, width:int=8, drop:float=0.1):
@@ -126,7 +129,7 @@ def build_model(variant:str,           # 't', 's', 'b' (MicroscopicMamba) or 'to
     from msmamba_nb.model import MicroscopicMamba
     return MicroscopicMamba(variant=variant, num_classes=num_classes, **kw)
 
-# %% ../nbs/09_train.ipynb #c020
+# %% ../nbs/09_train.ipynb #c021
 CKPT_FORMAT = 1
 
 class CheckpointError(ValueError):
@@ -176,7 +179,7 @@ def file_sha256(path:str|Path)->str:
         for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/09_train.ipynb #c023
+# %% ../nbs/09_train.ipynb #c024
 def git_commit()->dict:
     "Commit and dirty flag of the repository holding the package (or $MSMAMBA_GIT_COMMIT)."
     root = _pkg_dir().parent
@@ -234,7 +237,7 @@ def resolve_device(device:str='auto')->torch.device:
     "'auto' → cuda when available, else cpu."
     return torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else ('cpu' if device == 'auto' else device))
 
-# %% ../nbs/09_train.ipynb #c027
+# %% ../nbs/09_train.ipynb #c028
 @dataclass
 class TrainConfig:
     "Every option of a training run; the defaults are the released code's protocol."
@@ -275,9 +278,20 @@ class TrainConfig:
         ds = self.dataset or (Path(self.pack).stem if self.pack else 'data')
         return f"runs/{ds}-{self.variant}-{self.split}-s{self.seed}"
 
+def _check_same_data(run:Path, data, mean, std):
+    "On resume: the data (dataset, classes, split, counts, pack hash) and normalisation must be those the run started with."
+    saved = json.loads((run/'data.json').read_text()); now = data.summary()
+    keys = ('dataset', 'class_names', 'split_scheme', 'counts')
+    diff = [k for k in keys if saved.get(k) != now.get(k)]
+    sp, np_ = (saved.get('fidelity') or {}).get('pack_sha256'), (now.get('fidelity') or {}).get('pack_sha256')
+    if sp != np_: diff.append('pack_sha256')
+    if not (np.allclose(saved['norm']['mean'], mean) and np.allclose(saved['norm']['std'], std)): diff.append('normalisation')
+    if diff: raise DataError(f"{run}: cannot resume on other data than the run started with ({', '.join(diff)} differ from "
+                             f"{run/'data.json'}); pass the same --pack/--data-root")
+
 RESUME_OVERRIDES = ('time_budget_min', 'progress', 'device', 'workers', 'data_root', 'pack', 'run_dir')  # taken from the resuming call
 
-# %% ../nbs/09_train.ipynb #c030
+# %% ../nbs/09_train.ipynb #c031
 import csv
 
 def save_predictions(path:str|Path,     # CSV file to write (parent folders are created)
@@ -306,7 +320,7 @@ def load_predictions(path:str|Path) -> tuple:
     probs = np.array([[float(x) for x in row[2:2+len(k)]] for row in rows]).reshape(len(rows), len(k))
     return probs, np.array([int(row[1]) for row in rows], dtype=int), [row[0] for row in rows]
 
-# %% ../nbs/09_train.ipynb #c032
+# %% ../nbs/09_train.ipynb #c033
 @torch.no_grad()
 def evaluate(model:nn.Module,        # the model (eval mode is set here)
              x_u8:torch.Tensor,      # (N, 3, S, S) uint8, on the model's device
@@ -334,7 +348,7 @@ def evaluate(model:nn.Module,        # the model (eval mode is set here)
     n = max(len(y), 1)
     return dict(loss=float(loss) / n, acc=float(correct) / n, probs=torch.cat(probs).numpy() if probs else np.zeros((0, 0)))
 
-# %% ../nbs/09_train.ipynb #c036
+# %% ../nbs/09_train.ipynb #c037
 class SimulatedKill(RuntimeError):
     "Raised by `train(..., stop_after_steps=k)` to imitate a run killed mid-epoch (tests)."
 
@@ -373,7 +387,7 @@ def train(cfg:TrainConfig,              # the run's options
         saved['run_dir'] = str(run)
         cfg = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
         ck = load_checkpoint(last_p)
-        if ck['state'].get('complete'):
+        if ck['state'].get('complete') and (run/'metrics.json').is_file():   # else: finished, but killed before the test
             print(f'{run}: run already complete'); return json.loads((run/'metrics.json').read_text())
     elif last_p.exists():
         raise DataError(f"{run} already holds a run: pass --resume to continue it, or choose another --run-dir")
@@ -393,6 +407,7 @@ def train(cfg:TrainConfig,              # the run's options
     for s in SPLITS:
         if s not in data.splits or len(data.splits[s]) == 0: raise DataError(f"{data.dataset}: the {s} split is empty")
     mean, std, stats_src = _norm_for(data)
+    if ck is not None: _check_same_data(run, data, mean, std)
     mean_t, std_t = torch.tensor(mean, device=device), torch.tensor(std, device=device)   # no host->device copy per step
     tr = DeviceImages(data.splits['train'], device)
     val_x, val_y = eval_resize(data.splits['val'], cfg.img_size).to(device), torch.from_numpy(data.splits['val'].labels).to(device)
@@ -509,7 +524,7 @@ def train(cfg:TrainConfig,              # the run's options
     _write_json(run/'metrics.json', out)
     return out
 
-# %% ../nbs/09_train.ipynb #c042
+# %% ../nbs/09_train.ipynb #c043
 def evaluate_checkpoint(checkpoint:str|Path,   # a checkpoint file (checkpoint_best.pt)
                         data:LoadedData,       # data with the split to evaluate
                         split:str='test',
@@ -532,7 +547,7 @@ def evaluate_checkpoint(checkpoint:str|Path,   # a checkpoint file (checkpoint_b
                 epoch=ck.get('epoch'), dataset=data.dataset, split_scheme=data.split_scheme, device=str(dev),
                 data_fidelity=data.fidelity)
 
-# %% ../nbs/09_train.ipynb #c044
+# %% ../nbs/09_train.ipynb #c045
 def _train_parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='msmamba train', formatter_class=argparse.RawDescriptionHelpFormatter, description=(
         "Train a Microscopic-Mamba classifier with the released code's protocol: RandomResizedCrop(224) for training,\n"
@@ -635,7 +650,7 @@ def main_eval(argv:list|None=None)->int:
     print(json.dumps({k: res[k] for k in ('split', 'n', 'OA', 'AUC', 'F1_weighted')}), f'-> {out}')
     return 0
 
-# %% ../nbs/09_train.ipynb #c048
+# %% ../nbs/09_train.ipynb #c049
 RELEASED_REFERENCE = dict(
     source='issue 5 (released code, random 224x224 input, batch 58, Adam, median of 20 steps)',
     train_img_s=dict(fp32=dict(H100=152, H200=151, H200_as_shipped=89), bf16=dict(H100=182, H200=138)),

@@ -137,3 +137,17 @@ def test_eval_records_give_rows_and_roc(results, tmp_path):
     assert row['method'].startswith('SYNTHETIC') and row['SARS_OA'] == f"{rec['OA']:.2f}" and row['RPE_OA'] == F.NOT_OBTAINABLE
     files = {f.name for f in F.make_all(root, tmp_path/'figs', verbose=False)}
     assert 'confusion_roc_eval_t_tiny_cpu.png' in files
+
+def test_table1_keeps_protocols_apart(tmp_path):
+    "A shortened or ablated run never shares a Table I cell with full-protocol runs, and its label says how it differs."
+    import json
+    from msmamba_nb.figures import write_synthetic_results, find_runs, table1
+    write_synthetic_results(tmp_path)
+    d = tmp_path/'runs'/'SYNTHETIC_t_sars_default_seed0'
+    cfg = json.loads((d/'config.json').read_text()); cfg.update(epochs=13, model_kwargs={'mifa': False})
+    (d/'config.json').write_text(json.dumps(cfg))
+    rows = [r for r in table1(find_runs(tmp_path)) if r['source'] == 'measured' and 'Ms-Mamba-t' in r['method']]
+    names = [r['method'] for r in rows]
+    assert 'SYNTHETIC Ms-Mamba-t (ours, measured, 13 of 200 epochs; mifa=False)' in names
+    full = next(r for r in rows if r['method'] == 'SYNTHETIC Ms-Mamba-t (ours, measured)')
+    assert full['SARS_OA'].endswith('(n=2)')

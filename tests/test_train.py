@@ -268,3 +268,20 @@ def test_evaluate_pad_last_changes_nothing():
     a = T.evaluate(net, x, y, [0.5] * 3, [0.2] * 3, 4)
     b = T.evaluate(net, x, y, [0.5] * 3, [0.2] * 3, 4, pad_last=True)
     assert a['probs'].shape == (11, 3) and np.allclose(a['probs'], b['probs'], atol=1e-6) and a['acc'] == b['acc']
+
+def test_resume_after_a_kill_during_the_test_evaluation(tiny, tmp_path):
+    "A run that finished training but died before writing metrics.json is completed by --resume (test eval only)."
+    root, data = tiny
+    m = train(_cfg(root, tmp_path/'r'), data=data)
+    (tmp_path/'r'/'metrics.json').unlink()
+    m2 = train(_cfg(root, tmp_path/'r'), resume=True)
+    assert m2['complete'] and m2['OA'] == m['OA'] and m2['AUC'] == m['AUC'] and m2['epochs_run'] == 3
+
+def test_resume_refuses_other_data(tiny, tmp_path):
+    "Resuming on another data root (different counts) is an error that names data.json, not a silent mix."
+    root, data = tiny
+    cfg = _cfg(root, tmp_path/'r', time_budget_min=0.0)      # stops after the first epoch, resumable
+    train(cfg, data=data)
+    other = tmp_path/'other'; make_synthetic_dataset(other, 'MHIST', n_per_class=7, size=(24, 40))
+    with pytest.raises(DataError, match='data.json'):
+        train(_cfg(other, tmp_path/'r', time_budget_min=None), resume=True)
