@@ -718,7 +718,7 @@ def load_pack(path:str|Path, split:str|None=None, splits:tuple=SPLITS, subset:in
 def load_data(dataset:str|None='SARS',   # registry name (None: whatever the pack holds)
               data_root:str|Path|None=None, # data root (default: the nearest shared/datasets)
               pack:str|Path|None=None,  # a pack file, or 'sample' (the bundled SARS sample); overrides data_root
-              split:str='stratified',   # SARS split scheme: 'stratified' or 'patient'
+              split:str|None=None,      # SARS split scheme: 'stratified' or 'patient' (None: a pack's own, else stratified)
               splits:tuple=SPLITS,      # which splits to decode
               subset:int|None=None,     # keep at most this many images per split and class
               workers:int|None=None,    # decoding processes
@@ -732,7 +732,7 @@ def load_data(dataset:str|None='SARS',   # registry name (None: whatever the pac
     if dataset is None: raise DataError("name a dataset (or give a pack)")
     kind, path = locate_dataset(dataset, data_root)
     if kind == 'imagefolder': return load_imagefolder(path, dataset, splits, subset, workers, progress)
-    if kind == 'manifest': return load_sars_folder(path, split, 0, splits, subset, workers, progress)
+    if kind == 'manifest': return load_sars_folder(path, split or 'stratified', 0, splits, subset, workers, progress)
     return load_npz(path, dataset, splits, subset)
 
 # %% ../nbs/08_data.ipynb #c052

@@ -244,7 +244,7 @@ class TrainConfig:
     dataset: str|None = 'SARS'     # registry name (None: taken from the pack)
     data_root: str|None = None     # data root (default: the nearest shared/datasets)
     pack: str|None = None          # pack file, or 'sample' for the bundled SARS sample
-    split: str = 'stratified'      # SARS split scheme: stratified or patient
+    split: str|None = None         # SARS split scheme: stratified or patient (None: a pack's own, else stratified)
     subset: int|None = None        # at most this many images per split and class (smoke tests)
     variant: str = 't'             # t, s, b, or toy
     model_kwargs: dict = field(default_factory=dict)
@@ -276,7 +276,7 @@ class TrainConfig:
     def warmup(self)->float: return self.warmup_epochs if self.warmup_epochs is not None else 10 * self.epochs / 200
     def default_run_dir(self)->str:
         ds = self.dataset or (Path(self.pack).stem if self.pack else 'data')
-        return f"runs/{ds}-{self.variant}-{self.split}-s{self.seed}"
+        return f"runs/{ds}-{self.variant}-{self.split or 'stratified'}-s{self.seed}"
 
 def _check_same_data(run:Path, data, mean, std):
     "On resume: the data (dataset, classes, split, counts, pack hash) and normalisation must be those the run started with."
@@ -567,7 +567,7 @@ def _train_parser()->argparse.ArgumentParser:
     g.add_argument('--dataset', default=None, help=f"one of {', '.join(DATASETS)} (default: SARS, or what the pack holds)")
     g.add_argument('--data-root', help='data root (default: the nearest shared/datasets above the current directory)')
     g.add_argument('--pack', help="read the data from a pack built by `msmamba pack` ('sample': the bundled 200-cell SARS sample)")
-    g.add_argument('--split', choices=SPLIT_SCHEMES, default='stratified', help='SARS split: stratified 70/10/20 (default) or patient-grouped')
+    g.add_argument('--split', choices=SPLIT_SCHEMES, default=None, help="SARS split: stratified 70/10/20 or patient-grouped (default: a pack's own split, else stratified)")
     g.add_argument('--subset', type=int, help='at most N images per split and class (quick tests)')
     g = p.add_argument_group('model and protocol')
     g.add_argument('--variant', default='t', help="model variant: t (default), s, b, or toy (a tiny CNN for tests)")

@@ -305,3 +305,10 @@ def test_cli_pack_split_stats(tmp_path, capsys):
     assert st['key'] == 'SARS:stratified' and st['written'] is False and len(st['std']) == 3
     assert D.main_stats(['--dataset', 'RPE', '--data-root', str(tmp_path)]) == 2
     assert 'dataset RPE not found' in capsys.readouterr().err
+
+def test_pack_keeps_its_own_split_by_default(tmp_path):
+    "load_data(pack=...) without a split uses the pack's recorded scheme (no silent re-split); a folder defaults to stratified."
+    make_synthetic_sars(tmp_path/'sars', 15)
+    build_pack('SARS', tmp_path/'p.pack', tmp_path, split='patient', workers=1)
+    assert load_data('SARS', pack=tmp_path/'p.pack').split_scheme == 'patient'
+    assert load_data('SARS', tmp_path).split_scheme == 'stratified'
