@@ -151,3 +151,12 @@ def test_table1_keeps_protocols_apart(tmp_path):
     assert 'SYNTHETIC Ms-Mamba-t (ours, measured, 13 of 200 epochs; mifa=False)' in names
     full = next(r for r in rows if r['method'] == 'SYNTHETIC Ms-Mamba-t (ours, measured)')
     assert full['SARS_OA'].endswith('(n=2)')
+
+def test_committed_table1_regenerates_from_committed_data(tmp_path):
+    "paper_figures/table1.md is exactly what the committed data gives: no result typed in, none missing from git."
+    from pathlib import Path
+    from msmamba_nb.figures import make_all
+    repo = Path(__file__).resolve().parents[1]
+    make_all(repo/'paper_figures'/'data', tmp_path)
+    assert (tmp_path/'table1.md').read_text() == (repo/'paper_figures'/'table1.md').read_text()
+    assert (tmp_path/'table1.csv').read_text() == (repo/'paper_figures'/'table1.csv').read_text()
