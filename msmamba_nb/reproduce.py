@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['ASSETS', 'DATA_KEYS', 'RELEASE_FORMAT', 'RELEASED', 'SAMPLE_PACK', 'CI_SUBSET', 'FP16_MAX', 'oa_auc',
-           'compare_metrics', 'sha256_file', 'export_release', 'load_release', 'files_sha256', 'predict',
-           'evaluate_release', 'environment', 'eval_record', 'write_record', 'check_released', 'cross_device_check',
-           'model_card', 'write_model_card', 'table1_sars_lines', 'main_reproduce']
+           'compare_metrics', 'export_release', 'load_release', 'files_sha256', 'predict', 'evaluate_release',
+           'environment', 'eval_record', 'write_record', 'check_released', 'cross_device_check', 'model_card',
+           'write_model_card', 'table1_sars_lines', 'main_reproduce']
 
 # %% ../nbs/10_reproduce.ipynb #c003
 import argparse, csv, hashlib, json, os, sys, time
@@ -56,10 +56,7 @@ SAMPLE_PACK = ASSETS/'sars_sample.pack'      # small bundled sample for machines
 CI_SUBSET = 500                              # images per class of the test split in the CI re-check record
 FP16_MAX = 65504.0
 
-def sha256_file(path:str|Path) -> str:
-    "Hex SHA-256 of a file's bytes (the training chapter's `file_sha256`)."
-    from msmamba_nb.train import file_sha256
-    return file_sha256(path)
+from .train import file_sha256 as sha256_file   # hex SHA-256 of a file's bytes
 
 def _half_state(sd:dict) -> dict:
     "Floating tensors to float16 where every value fits (others stay float32); non-floating tensors unchanged."
@@ -122,6 +119,18 @@ def predict(model:torch.nn.Module, # model in eval mode
             out.append(ev['probs']); bar.update(len(part))
     return np.concatenate(out) if out else np.zeros((0, len(meta['class_names'])))
 
+def _release_images(meta:dict, data_root, pack, split:str, part:str, subset:int|None, progress:bool=False) -> tuple:
+    "(LoadedData, ImageSet) of the images a release is evaluated on; `part='all'` joins train+val+test."
+    from msmamba_nb.data import load_data, ImageSet, SPLITS
+    ld = load_data(meta.get('dataset', 'SARS'), data_root, pack, split, splits=SPLITS if part == 'all' else (part,),
+                   subset=subset, progress=progress)
+    if list(ld.class_names) != list(meta['class_names']):
+        raise ValueError(f"class names differ: data {ld.class_names}, checkpoint {meta['class_names']}")
+    if part != 'all': return ld, ld.splits[part]
+    parts = [ld.splits[p] for p in SPLITS]
+    return ld, ImageSet.from_arrays([q.image(i) for q in parts for i in range(len(q))],
+                                    np.concatenate([q.labels for q in parts]), [f for q in parts for f in q.files])
+
 def evaluate_release(checkpoint:str|Path=RELEASED, # release file
                      data_root:str|Path|None=None, # data root holding sars/ (default: the nearest shared/datasets)
                      pack:str|Path|None=None,      # read a pack instead ('sample' = the bundled sample)
@@ -131,18 +140,8 @@ def evaluate_release(checkpoint:str|Path=RELEASED, # release file
                      device:str='cpu', batch_size:int=64, progress:bool=True,
                     ) -> dict:                     # OA, AUC (%), metrics, data, probs, labels, files, timings, hashes
     "Evaluate a released checkpoint on a SARS split; return metrics, predictions and a precise description of the data."
-    from msmamba_nb.data import load_data
     model, meta, rel = load_release(checkpoint, device)
-    from msmamba_nb.data import ImageSet, SPLITS
-    ld = load_data(meta.get('dataset', 'SARS'), data_root, pack, split, splits=SPLITS if part == 'all' else (part,),
-                   subset=subset, progress=progress)
-    if list(ld.class_names) != list(meta['class_names']):
-        raise ValueError(f"class names differ: data {ld.class_names}, checkpoint {meta['class_names']}")
-    if part == 'all':
-        parts = [ld.splits[p] for p in SPLITS]
-        s = ImageSet.from_arrays([q.image(i) for q in parts for i in range(len(q))],
-                                 np.concatenate([q.labels for q in parts]), [f for q in parts for f in q.files])
-    else: s = ld.splits[part]
+    ld, s = _release_images(meta, data_root, pack, split, part, subset, progress)
     t0 = time.time()
     probs = predict(model, s, meta, device, batch_size, progress=progress)
     dt = time.time() - t0
@@ -232,13 +231,9 @@ def cross_device_check(record_path:str|Path,          # an eval record whose `_p
     rec = json.loads(Path(record_path).read_text())
     ckpt = Path(checkpoint) if checkpoint else _record_checkpoint(rec)
     if sha256_file(ckpt) != rec['checkpoint_sha256']: raise ValueError(f"{ckpt} is not the checkpoint of {Path(record_path).name}")
-    a = _record_data_args(rec, data_root, pack)
-    from msmamba_nb.data import load_data
-    ld = load_data('SARS', a['data_root'], a['pack'], a['split'], splits=(a['part'],), subset=a['subset'], progress=False)
-    s = ld.splits[a['part']]
-    idx = np.sort(np.random.default_rng(seed).choice(len(s), min(n, len(s)), replace=False))
-    sub = s.subset(idx)
     model, meta, _ = load_release(ckpt, device)
+    _, s = _release_images(meta, **_record_data_args(rec, data_root, pack))
+    sub = s.subset(np.sort(np.random.default_rng(seed).choice(len(s), min(n, len(s)), replace=False)))
     here = np.asarray(predict(model, sub, meta, device, batch_size), dtype=np.float64)
     gp, _, gf = load_predictions(Path(record_path).with_name(Path(record_path).stem + '_predictions.csv'))
     pos = {f: i for i, f in enumerate(gf)}
