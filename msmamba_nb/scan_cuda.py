@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN_TILE', 'cuda', 'float32', 'SEQ_TILE', 'SEQ_NS',
-           'SEQ_BLOCK', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS', 'MAMBA_SSM_H100',
-           'STAGE_SHAPES', 'HBM_BW', 'scan_fwd_cuda', 'scan_bwd_cuda', 'SelectiveScanCudaFn', 'selective_scan_cuda',
-           'sim_check', 'run_sim_check', 'ptx_report', 'scan_floor_bytes', 'gpu_cases', 'gpu_check', 'bench_scan_cuda',
-           'plot_bench_scan_cuda', 'format_bench_cuda', 'main_bench_scan_cuda']
+           'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS',
+           'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda', 'scan_bwd_cuda',
+           'SelectiveScanCudaFn', 'selective_scan_cuda', 'sim_check', 'run_sim_check', 'ptx_report', 'scan_floor_bytes',
+           'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
+           'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
 import math, os, sys, time, json, ctypes, argparse, platform, subprocess, datetime
@@ -918,8 +919,422 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
     return _with_consts(_bwd_seq, TILE=tile)
 
 # %% ../nbs/02_scan_cuda.ipynb #c024
+BLK_TILE = 64      # steps per shared-memory tile in v3 (= steps between stored states)
+BLK_ROWS = 32      # most rows (channels) per v3 block: 128 threads
+
+def _blk_shape(Dk:int)->tuple:
+    "v3 launch split of a group's Dk channels: (parts per group, rows per part, threads per block)."
+    parts = -(-Dk // BLK_ROWS)
+    rpb = -(-Dk // parts)
+    return parts, rpb, 4 * (-(-rpb // 8) * 8)
+
+# %% ../nbs/02_scan_cuda.ipynb #c026
+def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
+    "Factory of the v3 forward: block per (b, group, part), B/C tiles in shared memory, delta/u prefetched."
+    def _fwd_blk(u, dl, A, Bm, Cm, Dv, z, bias, out, states, Bt, Dch, L, N, G, ntiles, flags):
+        sB = cuda.shared.array(SM, float32)
+        sC = cuda.shared.array(SM, float32)
+        tid = cuda.threadIdx.x
+        nth = cuda.blockDim.x
+        lane = tid & 31
+        j = lane & 3
+        base = lane & 28
+        Dk = Dch // G
+        parts = (Dk + ROWS - 1) // ROWS
+        rpb = (Dk + parts - 1) // parts
+        bg = cuda.blockIdx.x // parts
+        part = cuda.blockIdx.x - bg * parts
+        rl = tid >> 2
+        r = part * rpb + rl
+        active = rl < rpb and r < Dk
+        if not active:
+            r = part * rpb
+        b = bg // G
+        grp = bg - b * G
+        d = grp * Dk + r
+        ch = b * Dch + d
+        row = ch * L
+        brow = bg * N * L
+        srow = ch * ntiles * N
+        Dd = float32(0.0)
+        bd = float32(0.0)
+        if (flags & 1) != 0:
+            Dd = Dv[d]
+        if (flags & 8) != 0:
+            bd = bias[d]
+        sp = (flags & 4) != 0
+        for i in range(tid, SM, nth):          # states n ≥ N read zeros
+            sB[i] = float32(0.0)
+            sC[i] = float32(0.0)
+        a2 = cuda.local.array(4, float32)
+        h = cuda.local.array(4, float32)
+        y = cuda.local.array(4, float32)
+        for s in range(4):
+            n = j * 4 + s
+            a2[s] = float32(0.0)
+            if n < N:
+                a2[s] = A[d * N + n] * float32(LOG2E)
+            h[s] = float32(0.0)
+        xn = float32(0.0)
+        un = float32(0.0)
+        if j < L:
+            xn = dl[row + j]
+            un = u[row + j]
+        for k in range(ntiles):
+            tb = k * TILE
+            tl = min(TILE, L - tb)
+            cuda.syncthreads()
+            for i in range(tid, N * TILE, nth):
+                n = i // TILE
+                t = i - n * TILE
+                if t < tl:
+                    sB[n * TP + t] = Bm[brow + n * L + tb + t]
+                    sC[n * TP + t] = Cm[brow + n * L + tb + t]
+            cuda.syncthreads()
+            for c in range(0, tl, 4):
+                t = tb + c + j
+                x = xn + bd
+                uu = un
+                tn = t + 4
+                if tn < L:                      # prefetch the next chunk's delta, u
+                    xn = dl[row + tn]
+                    un = u[row + tn]
+                if sp and x <= float32(20.0):
+                    x = math.log1p(math.exp(x))
+                xu = x * uu
+                for i in range(4):
+                    y[i] = float32(0.0)
+                for i in range(4):
+                    di = cuda.shfl_sync(_FULL, x, base + i)
+                    dui = cuda.shfl_sync(_FULL, xu, base + i)
+                    tt = c + i
+                    if tt < tl:
+                        for s in range(4):
+                            o = (j * 4 + s) * TP + tt
+                            hs = math.exp2(di * a2[s]) * h[s] + dui * sB[o]
+                            h[s] = hs
+                            y[i] += sC[o] * hs
+                if (j & 2) == 0:
+                    k0 = y[0]
+                    k1 = y[1]
+                    s0 = y[2]
+                    s1 = y[3]
+                else:
+                    k0 = y[2]
+                    k1 = y[3]
+                    s0 = y[0]
+                    s1 = y[1]
+                k0 += cuda.shfl_xor_sync(_FULL, s0, 2)
+                k1 += cuda.shfl_xor_sync(_FULL, s1, 2)
+                if (j & 1) == 0:
+                    kp = k0
+                    sd = k1
+                else:
+                    kp = k1
+                    sd = k0
+                yv = kp + cuda.shfl_xor_sync(_FULL, sd, 1)
+                if active and t < L:
+                    ov = yv + Dd * uu
+                    if (flags & 2) != 0:
+                        zz = z[row + t]
+                        ov = ov * zz / (float32(1.0) + math.exp(-zz))
+                    out[row + t] = ov
+            if active:
+                for s in range(4):
+                    n = j * 4 + s
+                    if n < N:
+                        states[srow + k * N + n] = h[s]
+    return _with_consts(_fwd_blk, TILE=tile, TP=tile + 4, SM=16 * (tile + 4), ROWS=rows)
+
+# %% ../nbs/02_scan_cuda.ipynb #c027
+def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
+    "Factory of the v3 backward: per 64-step tile, B/C in shared memory, dB/dC summed in shared memory, one write."
+    def _bwd_blk(u, dl, A, Bm, Cm, Dv, z, bias, dout, states,
+                 du_o, ddl_o, dz_o, dA_o, dB_o, dC_o, dD_o, dbias_o,
+                 Bt, Dch, L, N, G, ntiles, S, CPB, flags):
+        sB = cuda.shared.array(SM, float32)
+        sC = cuda.shared.array(SM, float32)
+        sG = cuda.shared.array(SM2, float32)     # dB tile then dC tile
+        tid = cuda.threadIdx.x
+        nth = cuda.blockDim.x
+        lane = tid & 31
+        j = lane & 3
+        base = lane & 28
+        Dk = Dch // G
+        parts = (Dk + ROWS - 1) // ROWS
+        rpb = (Dk + parts - 1) // parts
+        bg = cuda.blockIdx.x // parts
+        part = cuda.blockIdx.x - bg * parts
+        rl = tid >> 2
+        r = part * rpb + rl
+        active = rl < rpb and r < Dk
+        if not active:
+            r = part * rpb
+        b = bg // G
+        grp = bg - b * G
+        d = grp * Dk + r
+        ch = b * Dch + d
+        row = ch * L
+        brow = bg * N * L
+        srow = ch * ntiles * N
+        has_z = (flags & 2) != 0
+        sp = (flags & 4) != 0
+        atomic = (flags & 16) != 0
+        Dd = float32(0.0)
+        bd = float32(0.0)
+        if (flags & 1) != 0:
+            Dd = Dv[d]
+        if (flags & 8) != 0:
+            bd = bias[d]
+        for i in range(tid, SM, nth):
+            sB[i] = float32(0.0)
+            sC[i] = float32(0.0)
+        an = cuda.local.array(4, float32)
+        a2 = cuda.local.array(4, float32)
+        q = cuda.local.array(4, float32)
+        dAp = cuda.local.array(4, float32)
+        h = cuda.local.array(4, float32)
+        for s in range(4):
+            n = j * 4 + s
+            an[s] = float32(0.0)
+            if n < N:
+                an[s] = A[d * N + n]
+            a2[s] = an[s] * float32(LOG2E)
+            q[s] = float32(0.0)
+            dAp[s] = float32(0.0)
+        hk = cuda.local.array(TILE, float32)
+        hh = cuda.local.array(20, float32)
+        aa = cuda.local.array(16, float32)
+        bb = cuda.local.array(16, float32)
+        di_ = cuda.local.array(4, float32)
+        dui_ = cuda.local.array(4, float32)
+        dyi_ = cuda.local.array(4, float32)
+        ui_ = cuda.local.array(4, float32)
+        dua = cuda.local.array(4, float32)
+        dda = cuda.local.array(4, float32)
+        yp = cuda.local.array(4, float32)
+        vv = cuda.local.array(8, float32)
+        pD = float32(0.0)
+        pbias = float32(0.0)
+        fz = float32(1.0)
+        if not active:
+            fz = float32(0.0)
+        for kk in range(ntiles):
+            k = ntiles - 1 - kk
+            tb = k * TILE
+            tl = min(TILE, L - tb)
+            nsub = (tl + 3) // 4
+            cuda.syncthreads()
+            for i in range(tid, N * TILE, nth):
+                n = i // TILE
+                t = i - n * TILE
+                if t < tl:
+                    sB[n * TP + t] = Bm[brow + n * L + tb + t]
+                    sC[n * TP + t] = Cm[brow + n * L + tb + t]
+            for i in range(tid, SM2, nth):
+                sG[i] = float32(0.0)
+            cuda.syncthreads()
+            # pass 1: recompute the tile forward from the stored state, keep h every 4 steps
+            for s in range(4):
+                n = j * 4 + s
+                h[s] = float32(0.0)
+                if k > 0 and n < N:
+                    h[s] = states[srow + (k - 1) * N + n]
+            xn = float32(0.0)
+            un = float32(0.0)
+            if tb + j < L:
+                xn = dl[row + tb + j]
+                un = u[row + tb + j]
+            for c in range(nsub):
+                for s in range(4):
+                    hk[c * 4 + s] = h[s]
+                t = tb + 4 * c + j
+                x = xn + bd
+                uu = un
+                tn = t + 4
+                if tn < L and 4 * c + 4 < tl:
+                    xn = dl[row + tn]
+                    un = u[row + tn]
+                if sp and x <= float32(20.0):
+                    x = math.log1p(math.exp(x))
+                xu = x * uu
+                for i in range(4):
+                    di = cuda.shfl_sync(_FULL, x, base + i)
+                    dui = cuda.shfl_sync(_FULL, xu, base + i)
+                    tt = 4 * c + i
+                    if tt < tl:
+                        for s in range(4):
+                            h[s] = math.exp2(di * a2[s]) * h[s] + dui * sB[(j * 4 + s) * TP + tt]
+            # pass 2: sub-chunks of 4 steps, last to first, inputs prefetched one chunk ahead
+            c = nsub - 1
+            t = tb + 4 * c + j
+            xn = float32(0.0)
+            un = float32(0.0)
+            gn = float32(0.0)
+            if t < L:
+                xn = dl[row + t]
+                un = u[row + t]
+                gn = dout[row + t]
+            for cc in range(nsub):
+                c = nsub - 1 - cc
+                t0 = tb + 4 * c
+                t = t0 + j
+                x = xn + bd
+                uu = un
+                go = gn
+                if c > 0:
+                    tn = t - 4
+                    xn = dl[row + tn]
+                    un = u[row + tn]
+                    gn = dout[row + tn]
+                sgm = float32(1.0)
+                if sp and x <= float32(20.0):
+                    ex = math.exp(x)
+                    sgm = ex / (float32(1.0) + ex)
+                    x = math.log1p(ex)
+                gy = go
+                zz = float32(0.0)
+                sz = float32(0.0)
+                if has_z and t < L:
+                    zz = z[row + t]
+                    sz = float32(1.0) / (float32(1.0) + math.exp(-zz))
+                    gy = go * zz * sz
+                if t >= L:
+                    gy = float32(0.0)
+                xu = x * uu
+                for i in range(4):
+                    di_[i] = cuda.shfl_sync(_FULL, x, base + i)
+                    dui_[i] = cuda.shfl_sync(_FULL, xu, base + i)
+                    dyi_[i] = cuda.shfl_sync(_FULL, gy, base + i)
+                    ui_[i] = cuda.shfl_sync(_FULL, uu, base + i)
+                for s in range(4):
+                    hh[s] = hk[c * 4 + s]
+                for i in range(4):
+                    tt = 4 * c + i
+                    for s in range(4):
+                        o = (j * 4 + s) * TP + tt
+                        bx = float32(0.0)
+                        a = float32(1.0)
+                        if tt < tl:
+                            bx = sB[o]
+                            a = math.exp2(di_[i] * a2[s])
+                        aa[i * 4 + s] = a
+                        bb[i * 4 + s] = bx
+                        hh[(i + 1) * 4 + s] = a * hh[i * 4 + s] + dui_[i] * bx
+                for i in range(4):
+                    dua[i] = float32(0.0)
+                    dda[i] = float32(0.0)
+                    yp[i] = float32(0.0)
+                for ii in range(4):
+                    i = 3 - ii
+                    tt = 4 * c + i
+                    for s in range(4):
+                        o = (j * 4 + s) * TP + tt
+                        cx = float32(0.0)
+                        if tt < tl:
+                            cx = sC[o]
+                        gg = cx * dyi_[i] + q[s]
+                        ah = aa[i * 4 + s] * hh[i * 4 + s]
+                        dua[i] += gg * bb[i * 4 + s]
+                        dda[i] += gg * (bb[i * 4 + s] * ui_[i] + an[s] * ah)
+                        dAp[s] += gg * di_[i] * ah
+                        vv[s] = fz * gg * dui_[i]
+                        vv[4 + s] = fz * dyi_[i] * hh[(i + 1) * 4 + s]
+                        yp[i] += cx * hh[(i + 1) * 4 + s]
+                        q[s] = aa[i * 4 + s] * gg
+                    if tt < tl:
+                        # sum dB (vv[0:4]) and dC (vv[4:8]) over the warp's 8 rows: lane bits 4, 3, 2 in turn
+                        if (lane & 16) == 0:
+                            m0 = vv[0] + cuda.shfl_xor_sync(_FULL, vv[4], 16)
+                            m1 = vv[1] + cuda.shfl_xor_sync(_FULL, vv[5], 16)
+                            m2 = vv[2] + cuda.shfl_xor_sync(_FULL, vv[6], 16)
+                            m3 = vv[3] + cuda.shfl_xor_sync(_FULL, vv[7], 16)
+                        else:
+                            m0 = vv[4] + cuda.shfl_xor_sync(_FULL, vv[0], 16)
+                            m1 = vv[5] + cuda.shfl_xor_sync(_FULL, vv[1], 16)
+                            m2 = vv[6] + cuda.shfl_xor_sync(_FULL, vv[2], 16)
+                            m3 = vv[7] + cuda.shfl_xor_sync(_FULL, vv[3], 16)
+                        if (lane & 8) == 0:
+                            p0 = m0 + cuda.shfl_xor_sync(_FULL, m2, 8)
+                            p1 = m1 + cuda.shfl_xor_sync(_FULL, m3, 8)
+                        else:
+                            p0 = m2 + cuda.shfl_xor_sync(_FULL, m0, 8)
+                            p1 = m3 + cuda.shfl_xor_sync(_FULL, m1, 8)
+                        if (lane & 4) == 0:
+                            f = p0 + cuda.shfl_xor_sync(_FULL, p1, 4)
+                        else:
+                            f = p1 + cuda.shfl_xor_sync(_FULL, p0, 4)
+                        n = j * 4 + ((lane >> 3) & 1) * 2 + ((lane >> 2) & 1)
+                        if n < N:
+                            cuda.atomic.add(sG, ((lane >> 4) & 1) * SM + n * TP + tt, f)
+                # reduce-scatter of du, ddelta (and y for dz) over the row's 4 lanes: lane j gets step t0 + j
+                if (j & 2) == 0:
+                    ku0 = dua[0] + cuda.shfl_xor_sync(_FULL, dua[2], 2)
+                    ku1 = dua[1] + cuda.shfl_xor_sync(_FULL, dua[3], 2)
+                    kd0 = dda[0] + cuda.shfl_xor_sync(_FULL, dda[2], 2)
+                    kd1 = dda[1] + cuda.shfl_xor_sync(_FULL, dda[3], 2)
+                else:
+                    ku0 = dua[2] + cuda.shfl_xor_sync(_FULL, dua[0], 2)
+                    ku1 = dua[3] + cuda.shfl_xor_sync(_FULL, dua[1], 2)
+                    kd0 = dda[2] + cuda.shfl_xor_sync(_FULL, dda[0], 2)
+                    kd1 = dda[3] + cuda.shfl_xor_sync(_FULL, dda[1], 2)
+                if (j & 1) == 0:
+                    pu = ku0 + cuda.shfl_xor_sync(_FULL, ku1, 1)
+                    pdd = kd0 + cuda.shfl_xor_sync(_FULL, kd1, 1)
+                else:
+                    pu = ku1 + cuda.shfl_xor_sync(_FULL, ku0, 1)
+                    pdd = kd1 + cuda.shfl_xor_sync(_FULL, kd0, 1)
+                py = float32(0.0)
+                if has_z:
+                    if (j & 2) == 0:
+                        ky0 = yp[0] + cuda.shfl_xor_sync(_FULL, yp[2], 2)
+                        ky1 = yp[1] + cuda.shfl_xor_sync(_FULL, yp[3], 2)
+                    else:
+                        ky0 = yp[2] + cuda.shfl_xor_sync(_FULL, yp[0], 2)
+                        ky1 = yp[3] + cuda.shfl_xor_sync(_FULL, yp[1], 2)
+                    if (j & 1) == 0:
+                        py = ky0 + cuda.shfl_xor_sync(_FULL, ky1, 1)
+                    else:
+                        py = ky1 + cuda.shfl_xor_sync(_FULL, ky0, 1)
+                if active and t < L:
+                    ddt = pdd * sgm
+                    du_o[row + t] = pu * x + Dd * gy
+                    ddl_o[row + t] = ddt
+                    pD += gy * uu
+                    pbias += ddt
+                    if has_z:
+                        dz_o[row + t] = go * (py + Dd * uu) * sz * (float32(1.0) + zz * (float32(1.0) - sz))
+            cuda.syncthreads()
+            for i in range(tid, N * TILE, nth):
+                n = i // TILE
+                t = i - n * TILE
+                if t < tl:
+                    gi = brow + n * L + tb + t
+                    if atomic:
+                        cuda.atomic.add(dB_o, gi, sG[n * TP + t])
+                        cuda.atomic.add(dC_o, gi, sG[SM + n * TP + t])
+                    else:
+                        dB_o[gi] = sG[n * TP + t]
+                        dC_o[gi] = sG[SM + n * TP + t]
+        pD += cuda.shfl_xor_sync(_FULL, pD, 1)
+        pD += cuda.shfl_xor_sync(_FULL, pD, 2)
+        pbias += cuda.shfl_xor_sync(_FULL, pbias, 1)
+        pbias += cuda.shfl_xor_sync(_FULL, pbias, 2)
+        if active:
+            for s in range(4):
+                n = j * 4 + s
+                if n < N:
+                    cuda.atomic.add(dA_o, d * N + n, dAp[s])
+            if j == 0:
+                if (flags & 1) != 0:
+                    cuda.atomic.add(dD_o, d, pD)
+                if (flags & 8) != 0:
+                    cuda.atomic.add(dbias_o, d, pbias)
+    return _with_consts(_bwd_blk, TILE=tile, TP=tile + 4, SM=16 * (tile + 4), SM2=32 * (tile + 4), ROWS=rows)
+
+# %% ../nbs/02_scan_cuda.ipynb #c029
 _FACTORIES = dict(fwd_warp=_make_fwd_warp, bwd_warp=_make_bwd_warp, fwd_chan=_make_fwd_chan, bwd_chan=_make_bwd_chan,
-                  fwd_seq=_make_fwd_seq, bwd_seq=_make_bwd_seq)
+                  fwd_seq=_make_fwd_seq, bwd_seq=_make_bwd_seq, fwd_blk=_make_fwd_blk, bwd_blk=_make_bwd_blk)
 _N_ARR = dict(fwd=10, bwd=18)    # array arguments (then int64 scalars: 7 for fwd, 9 for bwd)
 _N_INT = dict(fwd=7, bwd=9)
 _KERNELS, _STREAMS, _DUMMY = {}, {}, {}
@@ -988,7 +1403,7 @@ def _dummy(device)->torch.Tensor:
     if device not in _DUMMY: _DUMMY[device] = torch.zeros(1, device=device)
     return _DUMMY[device]
 
-# %% ../nbs/02_scan_cuda.ipynb #c026
+# %% ../nbs/02_scan_cuda.ipynb #c031
 def _f32(t): return None if t is None else t.detach().to(torch.float32).contiguous()
 
 def _out(shape, like, zero=False):
@@ -1012,7 +1427,7 @@ def _bwd_config(Bt:int, G:int, Dk:int, N:int)->tuple:
     CPB = -(-Dk // S)
     return W, -(-Dk // CPB), CPB
 
-IMPLS = ("auto", "seq", "warp_v1", "warp", "chan")   # auto (default), v2, v1 warp scan (+ its old name), thread per channel
+IMPLS = ("auto", "blk", "seq", "warp_v1", "warp", "chan")   # auto (default), v3, v2, v1 warp scan (+ its old name), thread per channel
 DEFAULT_IMPL = os.environ.get("MSMAMBA_SCAN_IMPL", "auto")
 SEQ_MIN_ROWS = 8192    # "auto": v2 when Bt·D_ ≥ this (H100: v2 won at ≥ 22 k rows, v1 at ≤ 5.6 k rows, tie at 11 k)
 
@@ -1022,12 +1437,12 @@ def _impl(impl:str|None, N:int, rows:int|None=None)->str:
     if impl not in IMPLS: raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     if impl == "auto": impl = "seq" if rows is None or rows >= SEQ_MIN_ROWS else "warp"
     if impl == "warp_v1": impl = "warp"
-    if impl == "seq" and N > 4 * SEQ_NS: impl = "warp"
+    if impl in ("seq", "blk") and N > 4 * SEQ_NS: impl = "warp"
     return impl
 
 def _tile(impl:str)->int:
     "Steps between stored states for an impl."
-    return SEQ_TILE if impl == "seq" else WARP * ITEMS if impl == "warp" else CHAN_TILE
+    return SEQ_TILE if impl == "seq" else BLK_TILE if impl == "blk" else WARP * ITEMS if impl == "warp" else CHAN_TILE
 
 def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, impl=None):
     "Forward launch: returns (out float32 (Bt,D_,L), tile states float32 (Bt,D_,n_tiles,N)). B, C are 4-D."
@@ -1041,7 +1456,10 @@ def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_soft
     arrs = [u, delta, A, B, C, dm if D is None else D, dm if z is None else z, dm if delta_bias is None else delta_bias, out, states]
     ints = [Bt, Dch, L, N, G, ntiles, _flags(D, z, delta_bias, delta_softplus)]
     if Bt * Dch * L == 0: return out, states
-    if impl == "seq":
+    if impl == "blk":
+        parts, _, nth = _blk_shape(Dch // G)
+        _launch("fwd_blk", Bt * G * parts, nth, 0, arrs, ints, tile=BLK_TILE, rows=BLK_ROWS)
+    elif impl == "seq":
         nt = 4 * Bt * Dch
         _launch("fwd_seq", -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32), 0, arrs, ints, tile=SEQ_TILE)
     elif impl == "warp":
@@ -1058,7 +1476,8 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     impl = _impl(impl, N, Bt * Dch)
     ntiles = states.shape[2]
     W, S, CPB = _bwd_config(Bt, G, Dch // G, N)
-    atomic = impl != "warp" or S > 1          # seq and chan always accumulate dB/dC with atomics
+    if impl == "blk": S, CPB, nth = _blk_shape(Dch // G)      # parts per group, rows per block, threads
+    atomic = impl not in ("warp", "blk") or S > 1          # seq and chan always accumulate dB/dC with atomics
     staged = N <= BWD_STAGE_NMAX and 16 * N * (WARP * ITEMS + ITEMS) <= 48 * 1024
     du, ddl = _out(u.shape, u), _out(u.shape, u)
     dz = _out(u.shape, u) if z is not None else None
@@ -1071,7 +1490,9 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     arrs = [u, delta, A, B, C, o(D), o(z), o(delta_bias), dout, states, du, ddl, o(dz), dA, dB, dC, o(dD), o(db)]
     ints = [Bt, Dch, L, N, G, ntiles, S, CPB, _flags(D, z, delta_bias, delta_softplus) | (16 if atomic else 0) | (32 if staged else 0)]
     if Bt * Dch * L == 0: return du, ddl, dA, dB, dC, dD, dz, db
-    if impl == "seq":
+    if impl == "blk":
+        _launch("bwd_blk", Bt * G * S, nth, 0, arrs, ints, tile=BLK_TILE, rows=BLK_ROWS)
+    elif impl == "seq":
         nt = 4 * Bt * Dch
         _launch("bwd_seq", -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32), 0, arrs, ints, tile=SEQ_TILE)
     elif impl == "warp":
@@ -1080,7 +1501,7 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
         _launch("bwd_chan", -(-Bt * Dch // 32), 32, 0, arrs, ints, tile=CHAN_TILE)
     return du, ddl, dA, dB, dC, dD, dz, db
 
-# %% ../nbs/02_scan_cuda.ipynb #c027
+# %% ../nbs/02_scan_cuda.ipynb #c032
 class SelectiveScanCudaFn(torch.autograd.Function):
     "Autograd Function around the Numba CUDA forward/backward kernels (chunk states saved, h recomputed)."
     @staticmethod
@@ -1128,7 +1549,7 @@ def selective_scan_cuda(u:torch.Tensor,               # input (Bt, D_, L), fp32/
     if u.shape[1] % G: raise ValueError(f"channels {u.shape[1]} not divisible by groups {G}")
     return SelectiveScanCudaFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl)
 
-# %% ../nbs/02_scan_cuda.ipynb #c031
+# %% ../nbs/02_scan_cuda.ipynb #c036
 _SIM_SHUFFLES = False
 
 def _install_sim_shuffles():
@@ -1158,17 +1579,18 @@ def sim_check(cases:list|None=None,  # [(Bt, D_, L, N, G, opts)]; opts: subset o
               impl:str="chan",      # "chan" (twins), "warp" or "seq" (warp-shuffle kernels, simulated shuffles: slow)
               tile:int=16,          # tile of the twins / 32·items of the warp kernels (small: tiles chain at tiny L)
               seed:int=0,
+              rows:int=8,           # rows per v3 block (small: groups split into parts with few threads)
              )->list:               # one dict per case: relative L2 errors of out and of each gradient
     "Run kernels through `selective_scan_cuda` in the simulator (NUMBA_ENABLE_CUDASIM=1) against the NumPy reference."
-    global CHAN_TILE, ITEMS, SEQ_TILE
+    global CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS
     assert _simulator(), "needs NUMBA_ENABLE_CUDASIM=1 (set before numba is imported)"
     cases = cases or [(2, 4, 37, 4, 2, ()), (1, 2, 1, 1, 1, ()), (2, 4, 20, 3, 4, ("z", "nobias")),
                       (1, 4, 9, 2, 2, ("noD", "nosp", "B3"))]
-    if impl in ("warp", "seq"): _install_sim_shuffles()
-    old = CHAN_TILE, ITEMS, SEQ_TILE
-    CHAN_TILE, ITEMS, SEQ_TILE = tile, max(1, tile // WARP), max(4, tile // 4 * 4)
+    if impl in ("warp", "seq", "blk"): _install_sim_shuffles()
+    old = CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS
+    CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS = tile, max(1, tile // WARP), max(4, tile // 4 * 4), max(4, tile // 4 * 4), rows
     try: return [_check_case(*cs, seed=seed + i, impl=impl, device="cpu") for i, cs in enumerate(cases)]
-    finally: CHAN_TILE, ITEMS, SEQ_TILE = old
+    finally: CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS = old
 
 def _check_case(Bt, Dc, L, N, G, opts=(), seed=0, impl="warp", device="cuda", dtype=torch.float32):
     "One random case through `selective_scan_cuda` + backward vs the float64 NumPy reference: relative L2 errors."
@@ -1212,7 +1634,7 @@ def ptx_report(names=("fwd_warp", "bwd_warp", "fwd_chan", "bwd_chan"), cc=(9, 0)
                    "atom_shared": sum("atom.shared" in l for l in ls), "lines": len(ls)}
     return rep
 
-# %% ../nbs/02_scan_cuda.ipynb #c035
+# %% ../nbs/02_scan_cuda.ipynb #c040
 MAMBA_SSM_H100 = {  # issue 3: mamba_ssm CUDA kernel, H100 80GB, fp32, CUDA events, median of 30 (fwd ms, fwd+bwd ms)
     "grouped": {(232, 96, 3136, 4): (3.48, 16.17)},
     "per_direction": {(58, 24, 3136, 1): (0.236, 0.878), (58, 48, 784, 1): (0.106, 0.491),
@@ -1238,7 +1660,7 @@ def _env()->dict:
                 numpy=np.__version__, python=platform.python_version(), git_commit=sh(["git", "rev-parse", "--verify", "-q", "HEAD"]) or os.environ.get("MSMAMBA_GIT_COMMIT"),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
-def gpu_cases(n_random:int=8, seed:int=0, impl:str="seq")->list:
+def gpu_cases(n_random:int=8, seed:int=0, impl:str="blk")->list:
     "The GPU check list: (Bt, D_, L, N, G, opts, impl, dtype) — fixed edge cases plus `n_random` random ones."
     f32, bf, hf, m = "float32", "bfloat16", "float16", impl
     cs = [(1, 4, 1, 1, 1, (), m, f32), (2, 8, 1, 16, 4, (), m, f32), (2, 8, 33, 16, 4, (), m, f32),
@@ -1249,14 +1671,16 @@ def gpu_cases(n_random:int=8, seed:int=0, impl:str="seq")->list:
           (2, 6, 150, 16, 1, ("B3",), m, f32), (2, 8, 500, 32, 2, (), m, f32), (2, 8, 300, 16, 4, ("bigdelta",), m, f32),
           (2, 8, 300, 16, 4, ("z",), m, bf), (2, 8, 300, 16, 4, (), m, hf), (2, 8, 300, 16, 4, ("z",), "chan", f32),
           (2, 8, 300, 16, 4, (), "dispatch", f32), (5, 40, 50, 16, 4, ("z",), m, f32), (3, 24, 3136, 16, 1, (), m, f32),
-          (2, 8, 300, 16, 4, (), "warp", f32), (232, 16, 49, 16, 4, (), "warp", f32), (1, 8, 3136, 16, 4, ("z",), "warp", f32)]
+          (2, 8, 300, 16, 4, (), "warp", f32), (232, 16, 49, 16, 4, (), "warp", f32), (1, 8, 3136, 16, 4, ("z",), "warp", f32),
+          (2, 136, 300, 16, 2, ("z",), m, f32), (2, 8, 300, 16, 4, ("z",), "seq", f32), (232, 16, 49, 16, 4, (), "seq", f32),
+          (3, 24, 3136, 16, 1, (), "seq", f32)]
     r = np.random.default_rng(seed)
     for _ in range(n_random):
         G = int(r.choice([1, 2, 4])); Dk = int(r.integers(1, 33)); opts = tuple(o for o in ("z", "noD", "nobias", "nosp") if r.random() < 0.3)
         cs.append((int(r.integers(1, 9)), G * Dk, int(r.integers(1, 1000)), int(r.choice([1, 2, 4, 8, 16])), G, opts, m, f32))
     return cs
 
-def gpu_check(n_random:int=8, seed:int=0, tol32:float=1e-4, tol16:float=2e-2, impl:str="seq")->dict:
+def gpu_check(n_random:int=8, seed:int=0, tol32:float=1e-4, tol16:float=2e-2, impl:str="blk")->dict:
     "Run `gpu_cases` on the GPU against the float64 NumPy reference; relative L2 errors and pass/fail per case."
     global _POISON, _RAW
     _POISON, rows, t0 = True, [], time.time()
@@ -1278,7 +1702,7 @@ def gpu_check(n_random:int=8, seed:int=0, tol32:float=1e-4, tol16:float=2e-2, im
                 metric="relative L2 error ||x - ref|| / ||ref|| vs the float64 NumPy reference (msmamba_nb.scan), per output",
                 cases=rows)
 
-# %% ../nbs/02_scan_cuda.ipynb #c036
+# %% ../nbs/02_scan_cuda.ipynb #c041
 def _rand_inputs(Bt, Dch, L, N=16, G=4, grad=False, seed=0, device="cuda"):
     "Random fp32 scan inputs on the GPU (mamba_ssm test distributions)."
     g = torch.Generator(device=device).manual_seed(seed)
@@ -1303,72 +1727,61 @@ def _events_ms(fn, reps:int=30, warmup:int=3)->dict:
     e.record(); torch.cuda.synchronize()
     return dict(median=ts[len(ts) // 2], min=ts[0], back_to_back=s.elapsed_time(e) / reps)
 
-def _time_call(Bt, Dch, L, N, G, reps, bwd=True):
+def _time_call(Bt, Dch, L, N, G, reps, bwd=True, impl=None):
     "Time selective_scan_cuda fwd (no grad) and fwd+bwd at one shape; plus kernel-only launches."
     x = _rand_inputs(Bt, Dch, L, N, G)
     args = [x[k] for k in ("u", "delta", "A", "B", "C", "D")]
-    fwd = _events_ms(lambda: selective_scan_cuda(*args, delta_bias=x["delta_bias"]), reps)
-    kf = _events_ms(lambda: scan_fwd_cuda(*args, None, x["delta_bias"]), reps)
-    res = dict(fwd_ms=fwd["median"], fwd=fwd, fwd_kernel=kf)
+    impl = _impl(impl, N, Bt * Dch)
+    fwd = _events_ms(lambda: selective_scan_cuda(*args, delta_bias=x["delta_bias"], impl=impl), reps)
+    kf = _events_ms(lambda: scan_fwd_cuda(*args, None, x["delta_bias"], impl=impl), reps)
+    res = dict(impl=impl, fwd_ms=fwd["median"], fwd=fwd, fwd_kernel=kf)
     if bwd:
         xg = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
         dout = torch.randn(Bt, Dch, L, device="cuda")
         def fb():
-            out = selective_scan_cuda(*(xg[k] for k in ("u", "delta", "A", "B", "C", "D")), delta_bias=xg["delta_bias"])
+            out = selective_scan_cuda(*(xg[k] for k in ("u", "delta", "A", "B", "C", "D")), delta_bias=xg["delta_bias"], impl=impl)
             out.backward(dout)
         fbt = _events_ms(fb, reps)
-        _, st = scan_fwd_cuda(*args, None, x["delta_bias"])
-        kb = _events_ms(lambda: scan_bwd_cuda(dout, *args, None, x["delta_bias"], st), reps)
-        res.update(fwdbwd_ms=fbt["median"], fwdbwd=fbt, bwd_kernel=kb, bwd_config=list(_bwd_config(Bt, G, Dch // G, N)))
+        _, st = scan_fwd_cuda(*args, None, x["delta_bias"], impl=impl)
+        kb = _events_ms(lambda: scan_bwd_cuda(dout, *args, None, x["delta_bias"], st, impl=impl), reps)
+        res.update(fwdbwd_ms=fbt["median"], fwdbwd=fbt, bwd_kernel=kb)
     del x
     return res
 
+IMPL_NAMES = dict(blk="v3", seq="v2", warp="v1", chan="thread per channel")
+
 def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (median reported)
-                    torch_batch:int=58,          # batch for the (slow) PyTorch path; scaled to 232 in the report
-                    sweep:bool=True,             # backward launch-shape / items sweep at stage 1 and the released shape
+                    impls:tuple=("blk", "seq", "warp"),   # kernels timed side by side, shape by shape (first = headline)
+                    torch_batch:int=58,          # batch for the (slow) PyTorch path
                     torch_path:bool=True,        # time msmamba_nb.scan.selective_scan_torch once per stage
                    )->dict:
-    "GPU benchmark: stage shapes (one grouped call per block), the released 16-call pattern, floors, PyTorch path."
-    global ITEMS
-    rows, rel, sw = [], [], []
+    "GPU benchmark: stage shapes (one grouped call per block) and the released 16-call pattern, several kernels side by side."
+    by = {m: dict(grouped=[], released=[]) for m in impls}
     for (Bt, Dch, L) in STAGE_SHAPES:
         N, G = 16, 4
-        r = dict(shape=[Bt, Dch, L, N, G], **_time_call(Bt, Dch, L, N, G, reps))
         fb, bb = scan_floor_bytes(Bt, Dch, L, N, G)
-        r.update(floor_fwd_ms=fb / HBM_BW * 1e3, floor_fwdbwd_ms=(fb + bb) / HBM_BW * 1e3)
-        r["ratio_fwd"] = r["fwd_ms"] / r["floor_fwd_ms"]; r["ratio_fwdbwd"] = r["fwdbwd_ms"] / r["floor_fwdbwd_ms"]
-        r["ratio_fwd_kernel"] = r["fwd_kernel"]["median"] / r["floor_fwd_ms"]
-        r["ratio_fwdbwd_kernel"] = (r["fwd_kernel"]["median"] + r["bwd_kernel"]["median"]) / r["floor_fwdbwd_ms"]
-        ref = MAMBA_SSM_H100["grouped"].get((Bt, Dch, L, G))
-        r["mamba_ssm_issue_h100"] = list(ref) if ref else None
-        rows.append(r)
-        print(f"grouped {str((Bt, Dch, L, N, G)):26s} fwd {r['fwd_ms']:.3f} ms ({r['ratio_fwd']:.2f}x floor)  "
-              f"fwd+bwd {r['fwdbwd_ms']:.3f} ms ({r['ratio_fwdbwd']:.2f}x)  kernels {r['fwd_kernel']['median']:.3f}/"
-              f"{r['bwd_kernel']['median']:.3f}  bwd cfg {r['bwd_config']}", flush=True)
-        # released code: 16 calls per block, (58, d_inner, L), G = 1
-        Bs, Ds = Bt // 4, Dch // 4
-        q = dict(shape=[Bs, Ds, L, N, 1], **_time_call(Bs, Ds, L, N, 1, reps))
-        ref = MAMBA_SSM_H100["per_direction"].get((Bs, Ds, L, 1))
-        q["mamba_ssm_issue_h100"] = list(ref) if ref else None
-        q["x16_fwd_ms"], q["x16_fwdbwd_ms"] = 16 * q["fwd_ms"], 16 * q["fwdbwd_ms"]
-        rel.append(q)
-        print(f"released {str((Bs, Ds, L, N, 1)):25s} fwd {q['fwd_ms']:.3f} ms  fwd+bwd {q['fwdbwd_ms']:.3f} ms  "
-              f"(mamba_ssm issue: {ref})  x16: {q['x16_fwd_ms']:.2f}/{q['x16_fwdbwd_ms']:.2f}", flush=True)
-        torch.cuda.empty_cache()
-    if sweep:
-        old = ITEMS
-        try:
-            for shape in ((232, 96, 3136, 16, 4), (58, 24, 3136, 16, 1)):
-                for items in (4, 8):
-                    for W, S in ((8, 1), (8, 3), (4, 6)):
-                        if S > -(-shape[1] // shape[4] // W) and (W, S) != (8, 1): continue
-                        ITEMS = items; _BWD_OVERRIDE.clear(); _BWD_OVERRIDE.update(W=W, S=S)
-                        t = _time_call(*shape, reps=10)
-                        sw.append(dict(shape=list(shape), items=items, W=W, S=S, bwd_config=t["bwd_config"],
-                                       fwd_kernel_ms=t["fwd_kernel"]["median"], bwd_kernel_ms=t["bwd_kernel"]["median"]))
-                        print(f"sweep {shape} items {items} W {W} S {S}: fwd {t['fwd_kernel']['median']:.3f} bwd {t['bwd_kernel']['median']:.3f}", flush=True)
-        finally:
-            ITEMS = old; _BWD_OVERRIDE.clear()
+        for m in impls:
+            r = dict(shape=[Bt, Dch, L, N, G], **_time_call(Bt, Dch, L, N, G, reps, impl=m))
+            r.update(floor_fwd_ms=fb / HBM_BW * 1e3, floor_fwdbwd_ms=(fb + bb) / HBM_BW * 1e3)
+            r["ratio_fwd"] = r["fwd_ms"] / r["floor_fwd_ms"]; r["ratio_fwdbwd"] = r["fwdbwd_ms"] / r["floor_fwdbwd_ms"]
+            r["ratio_fwd_kernel"] = r["fwd_kernel"]["median"] / r["floor_fwd_ms"]
+            r["ratio_fwdbwd_kernel"] = (r["fwd_kernel"]["median"] + r["bwd_kernel"]["median"]) / r["floor_fwdbwd_ms"]
+            ref = MAMBA_SSM_H100["grouped"].get((Bt, Dch, L, G))
+            r["mamba_ssm_issue_h100"] = list(ref) if ref else None
+            by[m]["grouped"].append(r)
+            print(f"{IMPL_NAMES[m]} grouped {str((Bt, Dch, L, N, G)):26s} fwd {r['fwd_ms']:.3f} ms ({r['ratio_fwd']:.2f}x floor)  "
+                  f"fwd+bwd {r['fwdbwd_ms']:.3f} ms ({r['ratio_fwdbwd']:.2f}x)  kernels {r['fwd_kernel']['median']:.3f}/"
+                  f"{r['bwd_kernel']['median']:.3f}", flush=True)
+            # released code: 16 calls per block, (58, d_inner, L), G = 1
+            Bs, Ds = Bt // 4, Dch // 4
+            q = dict(shape=[Bs, Ds, L, N, 1], **_time_call(Bs, Ds, L, N, 1, reps, impl=m))
+            ref = MAMBA_SSM_H100["per_direction"].get((Bs, Ds, L, 1))
+            q["mamba_ssm_issue_h100"] = list(ref) if ref else None
+            q["x16_fwd_ms"], q["x16_fwdbwd_ms"] = 16 * q["fwd_ms"], 16 * q["fwdbwd_ms"]
+            by[m]["released"].append(q)
+            print(f"{IMPL_NAMES[m]} released {str((Bs, Ds, L, N, 1)):25s} fwd {q['fwd_ms']:.3f} ms  fwd+bwd {q['fwdbwd_ms']:.3f} ms  "
+                  f"(mamba_ssm issue: {ref})  x16: {q['x16_fwd_ms']:.2f}/{q['x16_fwdbwd_ms']:.2f}", flush=True)
+            torch.cuda.empty_cache()
     tp = []
     if torch_path:
         from msmamba_nb.scan import selective_scan_torch
@@ -1385,36 +1798,44 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
             tp.append(dict(shape=[torch_batch, Dch, L, 16, 4], fwd_ms=tf * 1e3, fwdbwd_ms=tfb * 1e3, runs=1))
             print(f"torch path {tp[-1]['shape']}: fwd {tf*1e3:.1f} ms, fwd+bwd {tfb*1e3:.1f} ms (one run)", flush=True)
             del x, a; torch.cuda.empty_cache()
-    return dict(env=_env(), reps=reps, hbm_bw_bytes_per_s=HBM_BW, items=ITEMS, fwd_warps=FWD_WARPS,
+    return dict(env=_env(), reps=reps, hbm_bw_bytes_per_s=HBM_BW, impls=list(impls), headline=impls[0],
+                tiles=dict(blk=BLK_TILE, seq=SEQ_TILE, warp=WARP * ITEMS),
                 note=("fwd_ms / fwdbwd_ms: median per-call CUDA-event time through selective_scan_cuda (autograd wrapper, "
-                      "host overhead included); *_kernel: launches without the wrapper; floors: scan_notes §6.1 bytes / "
-                      "3.0 TB/s; mamba_ssm_issue_h100: the numbers quoted in issue 3 (not measured here); torch path: one "
-                      f"run at batch {torch_batch} (PyTorch sequential loop, msmamba_nb.scan.selective_scan_torch)"),
-                grouped=rows, released=rel, sweep=sw, torch_path=tp)
+                      "host overhead included); *_kernel: launches without the wrapper; impls timed shape by shape in one "
+                      "run (blk = v3, seq = v2, warp = v1); floors: scan_notes §6.1 bytes / 3.0 TB/s; mamba_ssm_issue_h100: "
+                      "the numbers quoted in issue 3 (not measured here: mamba_ssm cannot be built on the GPU image); "
+                      f"torch path: one run at batch {torch_batch} (PyTorch sequential loop, msmamba_nb.scan.selective_scan_torch)"),
+                grouped=by[impls[0]]["grouped"], released=by[impls[0]]["released"], by_impl=by, torch_path=tp)
 
-# %% ../nbs/02_scan_cuda.ipynb #c037
+# %% ../nbs/02_scan_cuda.ipynb #c042
+def _by_impl(bench:dict)->dict:
+    "{impl: {grouped, released}} of a benchmark JSON (older files: headline v2 plus a 'v1' entry)."
+    if "by_impl" in bench: return bench["by_impl"]
+    by = {"seq": dict(grouped=bench["grouped"], released=bench["released"])}
+    if "v1" in bench: by["warp"] = bench["v1"]
+    return by
+
 def plot_bench_scan_cuda(bench:dict|str,                         # bench_scan_cuda() result or a path to its JSON
                          png:str="paper_figures/bench_scan_cuda.png",   # where to save the plot
                         ):
-    "Small bar plot from the benchmark JSON: ours vs memory floor vs mamba_ssm (issue numbers) per stage."
+    "Small bar plot from the benchmark JSON: each kernel vs memory floor vs mamba_ssm (issue numbers) per stage."
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     if isinstance(bench, str): bench = json.load(open(bench))
-    g = bench["grouped"]; rel = bench["released"]
+    by = _by_impl(bench); head = bench.get("headline", "seq")
+    g, rel = by[head]["grouped"], by[head]["released"]
     lab = [f"st{i+1}\nL={r['shape'][2]}" for i, r in enumerate(g)]
-    v1 = bench.get("v1", {}).get("grouped")
-    x = np.arange(len(g)); w = 0.16
+    bars = len(by) + 3
+    x = np.arange(len(g)); w = 0.8 / bars
     fig, axs = plt.subplots(1, 2, figsize=(9, 3.2))
     for ax, key, fk, mi, title in ((axs[0], "fwd_ms", "floor_fwd_ms", 0, "forward"), (axs[1], "fwdbwd_ms", "floor_fwdbwd_ms", 1, "forward + backward")):
-        ours = [r[key] for r in g]
-        floor = [r[fk] for r in g]
-        released_ours = [16 * q[key] for q in rel]
+        pos = x - 0.4 + w / 2
+        ax.bar(pos, [r[fk] for r in g], w, label="memory floor (3 TB/s)", color="0.7"); pos = pos + w
+        for i, (m, v) in enumerate(by.items()):
+            ax.bar(pos, [r[key] for r in v["grouped"]], w, label=f"{IMPL_NAMES.get(m, m)}, 1 grouped call", color=f"C{i}"); pos = pos + w
+        ax.bar(pos, [16 * q[key] for q in rel], w, label=f"{IMPL_NAMES.get(head, head)}, 16 released calls", color="C5"); pos = pos + w
         ms = [16 * q["mamba_ssm_issue_h100"][mi] if q.get("mamba_ssm_issue_h100") else np.nan for q in rel]
-        ax.bar(x - 2 * w, floor, w, label="memory floor (3 TB/s)", color="0.7")
-        if v1: ax.bar(x - w, [r[key] for r in v1], w, label="v1 warp scan, 1 grouped call", color="C1")
-        ax.bar(x, ours, w, label="v2, 1 grouped call", color="C0")
-        ax.bar(x + w, released_ours, w, label="v2, 16 released calls", color="C2")
-        ax.bar(x + 2 * w, ms, w, label="mamba_ssm ×16 (issue 3, H100)", color="C3")
+        ax.bar(pos, ms, w, label="mamba_ssm ×16 (issue 3, H100)", color="C3")
         ax.set_xticks(x, lab, fontsize=7); ax.set_yscale("log"); ax.set_ylabel("ms per block", fontsize=8)
         ax.set_title(title, fontsize=9); ax.tick_params(labelsize=7)
     axs[0].legend(fontsize=6)
@@ -1424,19 +1845,19 @@ def plot_bench_scan_cuda(bench:dict|str,                         # bench_scan_cu
     return fig
 
 def format_bench_cuda(bench:dict)->str:
-    "Markdown table of the benchmark (ours vs floor vs the issue's mamba_ssm numbers)."
-    L = ["| call (batch, channels, L, G) | v2 fwd / fwd+bwd ms | v2 kernels fwd / bwd ms | v1 fwd / fwd+bwd ms (same run) | floor fwd / fwd+bwd ms | v2 ratio to floor | mamba_ssm (issue, H100) |",
-         "|---|---|---|---|---|---|---|"]
-    v1 = bench.get("v1", {})
+    "Markdown table of the benchmark: every kernel side by side, floor and ratio, the issue's mamba_ssm numbers."
+    by = _by_impl(bench); ms_ = list(by)
+    L = ["| call (batch, channels, L, G) | " + " | ".join(f"{IMPL_NAMES.get(m, m)} fwd / fwd+bwd ms" for m in ms_) +
+         " | floor fwd / fwd+bwd ms | " + " | ".join(f"{IMPL_NAMES.get(m, m)} ratio to floor" for m in ms_) + " | mamba_ssm (issue, H100) |",
+         "|---" * (2 * len(ms_) + 3) + "|"]
     for kind in ("grouped", "released"):
-        for i, r in enumerate(bench[kind]):
+        for i, r in enumerate(by[ms_[0]][kind]):
             b, d, l, n, g = r["shape"]; m = r["mamba_ssm_issue_h100"]
-            o = v1.get(kind, [None] * (i + 1))[i]
+            rs = [by[k][kind][i] for k in ms_]
             fl = f"{r['floor_fwd_ms']:.3f} / {r['floor_fwdbwd_ms']:.3f}" if "floor_fwd_ms" in r else "—"
-            ra = f"{r['ratio_fwd']:.2f} / {r['ratio_fwdbwd']:.2f}" if "ratio_fwd" in r else "—"
-            L.append(f"| {kind} ({b}, {d}, {l}, {g}) | {r['fwd_ms']:.3f} / {r['fwdbwd_ms']:.3f} | {r['fwd_kernel']['median']:.3f} / "
-                     f"{r['bwd_kernel']['median']:.3f} | {'%.3f / %.3f' % (o['fwd_ms'], o['fwdbwd_ms']) if o else '—'} | {fl} | {ra} | "
-                     f"{'%.3f / %.3f' % tuple(m) if m else '—'} |")
+            ra = [f"{q['ratio_fwd']:.2f} / {q['ratio_fwdbwd']:.2f}" if "ratio_fwd" in q else "—" for q in rs]
+            L.append(f"| {kind} ({b}, {d}, {l}, {g}) | " + " | ".join(f"{q['fwd_ms']:.3f} / {q['fwdbwd_ms']:.3f}" for q in rs) +
+                     f" | {fl} | " + " | ".join(ra) + f" | {'%.3f / %.3f' % tuple(m) if m else '—'} |")
     return "\n".join(L)
 
 def main_bench_scan_cuda(argv:list|None=None)->int:
@@ -1445,9 +1866,10 @@ def main_bench_scan_cuda(argv:list|None=None)->int:
     p.add_argument("--out-dir", default="paper_figures/data", help="where bench_scan_cuda.json / scan_cuda_tests.json go")
     p.add_argument("--png", default="paper_figures/bench_scan_cuda.png", help="plot path ('' = none)")
     p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--impls", default="blk,seq,warp", help="kernels to time side by side (first = headline): blk (v3), seq (v2), warp (v1)")
     p.add_argument("--check", action="store_true", help="also run gpu_check → scan_cuda_tests.json")
+    p.add_argument("--check-impl", default="blk", help="kernel gpu_check tests (default blk = v3)")
     p.add_argument("--no-bench", action="store_true")
-    p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch-path timing")
     p.add_argument("--torch-batch", type=int, default=58)
     p.add_argument("--plot-only", default=None, help="re-plot an existing bench JSON and exit")
@@ -1457,11 +1879,11 @@ def main_bench_scan_cuda(argv:list|None=None)->int:
     if not torch.cuda.is_available(): print("no CUDA GPU", file=sys.stderr); return 1
     os.makedirs(a.out_dir, exist_ok=True)
     if a.check:
-        res = gpu_check()
+        res = gpu_check(impl=a.check_impl)
         json.dump(res, open(os.path.join(a.out_dir, "scan_cuda_tests.json"), "w"), indent=1)
         print(f"gpu_check: {res['n_cases']} cases, all pass: {res['all_pass']}")
     if not a.no_bench:
-        b = bench_scan_cuda(reps=a.reps, torch_batch=a.torch_batch, sweep=not a.no_sweep, torch_path=not a.no_torch)
+        b = bench_scan_cuda(reps=a.reps, impls=tuple(a.impls.split(",")), torch_batch=a.torch_batch, torch_path=not a.no_torch)
         json.dump(b, open(os.path.join(a.out_dir, "bench_scan_cuda.json"), "w"), indent=1)
         print(format_bench_cuda(b))
         if a.png:

@@ -217,7 +217,8 @@ def environment_info()->dict:
                               cudnn=torch.backends.cudnn.version() if torch.cuda.is_available() else None,
                               numpy=np.__version__, numba=numba.__version__, pillow=PIL.__version__,
                               libwebp=features.version('webp'), msmamba_nb=msmamba_nb.__version__),
-                platform=platform.platform(), argv=portable_argv(sys.argv[1:]))
+                platform=platform.platform(), argv=portable_argv(sys.argv[1:]),
+                scan_impl=os.environ.get('MSMAMBA_SCAN_IMPL', 'auto'))   # CUDA scan kernel (msmamba_nb.scan_cuda.IMPLS)
 
 def seed_everything(seed:int):
     "Seed python, numpy and torch (CPU and all GPUs)."
