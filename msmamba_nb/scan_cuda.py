@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN_TILE', 'cuda', 'float32', 'SEQ_TILE', 'SEQ_NS',
-           'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS',
-           'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda', 'scan_bwd_cuda',
-           'SelectiveScanCudaFn', 'selective_scan_cuda', 'sim_check', 'run_sim_check', 'ptx_report', 'scan_floor_bytes',
-           'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
+           'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'BLK_BWD', 'BLK_BWD_MAXREG', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'IMPLS',
+           'DEFAULT_IMPL', 'SEQ_MIN_ROWS', 'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda',
+           'scan_bwd_cuda', 'SelectiveScanCudaFn', 'selective_scan_cuda', 'sim_check', 'run_sim_check', 'ptx_report',
+           'scan_floor_bytes', 'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
            'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
@@ -921,6 +921,8 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
 # %% ../nbs/02_scan_cuda.ipynb #c024
 BLK_TILE = 64      # steps per shared-memory tile in v3 (= steps between stored states)
 BLK_ROWS = 32      # most rows (channels) per v3 block: 128 threads
+BLK_BWD = os.environ.get("MSMAMBA_BLK_BWD", "blk")    # backward of impl "blk": "blk" (v3) or "seq" (v2; same stored states)
+BLK_BWD_MAXREG = int(os.environ.get("MSMAMBA_BLK_BWD_MAXREG", "0")) or None   # cap on v3 backward registers/thread
 
 def _blk_shape(Dk:int)->tuple:
     "v3 launch split of a group's Dk channels: (parts per group, rows per part, threads per block)."
@@ -1044,7 +1046,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                     n = j * 4 + s
                     if n < N:
                         states[srow + k * N + n] = h[s]
-    return _with_consts(_fwd_blk, TILE=tile, TP=tile + 4, SM=16 * (tile + 4), ROWS=rows)
+    return _with_consts(_fwd_blk, TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows)
 
 # %% ../nbs/02_scan_cuda.ipynb #c027
 def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
@@ -1054,10 +1056,12 @@ def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                  Bt, Dch, L, N, G, ntiles, S, CPB, flags):
         sB = cuda.shared.array(SM, float32)
         sC = cuda.shared.array(SM, float32)
-        sG = cuda.shared.array(SM2, float32)     # dB tile then dC tile
+        sW = cuda.shared.array(SW, float32)      # per warp: its rows' dB tile, then dC tile (summed over warps at the end)
         tid = cuda.threadIdx.x
         nth = cuda.blockDim.x
         lane = tid & 31
+        wid = tid >> 5
+        nw = nth >> 5
         j = lane & 3
         base = lane & 28
         Dk = Dch // G
@@ -1077,6 +1081,8 @@ def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
         row = ch * L
         brow = bg * N * L
         srow = ch * ntiles * N
+        # this lane's slot in its warp's dB/dC tile after the reduce-scatter: quantity (lane bit 4), state n
+        wq = (wid * 2 + ((lane >> 4) & 1)) * 16 + j * 4 + ((lane >> 3) & 1) * 2 + ((lane >> 2) & 1)
         has_z = (flags & 2) != 0
         sp = (flags & 4) != 0
         atomic = (flags & 16) != 0
@@ -1105,7 +1111,6 @@ def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
         hk = cuda.local.array(TILE, float32)
         hh = cuda.local.array(20, float32)
         aa = cuda.local.array(16, float32)
-        bb = cuda.local.array(16, float32)
         di_ = cuda.local.array(4, float32)
         dui_ = cuda.local.array(4, float32)
         dyi_ = cuda.local.array(4, float32)
@@ -1131,8 +1136,6 @@ def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                 if t < tl:
                     sB[n * TP + t] = Bm[brow + n * L + tb + t]
                     sC[n * TP + t] = Cm[brow + n * L + tb + t]
-            for i in range(tid, SM2, nth):
-                sG[i] = float32(0.0)
             cuda.syncthreads()
             # pass 1: recompute the tile forward from the stored state, keep h every 4 steps
             for s in range(4):
@@ -1219,7 +1222,6 @@ def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                             bx = sB[o]
                             a = math.exp2(di_[i] * a2[s])
                         aa[i * 4 + s] = a
-                        bb[i * 4 + s] = bx
                         hh[(i + 1) * 4 + s] = a * hh[i * 4 + s] + dui_[i] * bx
                 for i in range(4):
                     dua[i] = float32(0.0)
@@ -1231,12 +1233,14 @@ def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                     for s in range(4):
                         o = (j * 4 + s) * TP + tt
                         cx = float32(0.0)
+                        bx = float32(0.0)
                         if tt < tl:
                             cx = sC[o]
+                            bx = sB[o]
                         gg = cx * dyi_[i] + q[s]
                         ah = aa[i * 4 + s] * hh[i * 4 + s]
-                        dua[i] += gg * bb[i * 4 + s]
-                        dda[i] += gg * (bb[i * 4 + s] * ui_[i] + an[s] * ah)
+                        dua[i] += gg * bx
+                        dda[i] += gg * (bx * ui_[i] + an[s] * ah)
                         dAp[s] += gg * di_[i] * ah
                         vv[s] = fz * gg * dui_[i]
                         vv[4 + s] = fz * dyi_[i] * hh[(i + 1) * 4 + s]
@@ -1264,9 +1268,7 @@ def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                             f = p0 + cuda.shfl_xor_sync(_FULL, p1, 4)
                         else:
                             f = p1 + cuda.shfl_xor_sync(_FULL, p0, 4)
-                        n = j * 4 + ((lane >> 3) & 1) * 2 + ((lane >> 2) & 1)
-                        if n < N:
-                            cuda.atomic.add(sG, ((lane >> 4) & 1) * SM + n * TP + tt, f)
+                        sW[wq * TP + tt] = f
                 # reduce-scatter of du, ddelta (and y for dz) over the row's 4 lanes: lane j gets step t0 + j
                 if (j & 2) == 0:
                     ku0 = dua[0] + cuda.shfl_xor_sync(_FULL, dua[2], 2)
@@ -1310,12 +1312,17 @@ def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                 t = i - n * TILE
                 if t < tl:
                     gi = brow + n * L + tb + t
+                    vb = float32(0.0)
+                    vc = float32(0.0)
+                    for w in range(nw):                # sum the warps' tiles
+                        vb += sW[(w * 32 + n) * TP + t]
+                        vc += sW[(w * 32 + 16 + n) * TP + t]
                     if atomic:
-                        cuda.atomic.add(dB_o, gi, sG[n * TP + t])
-                        cuda.atomic.add(dC_o, gi, sG[SM + n * TP + t])
+                        cuda.atomic.add(dB_o, gi, vb)
+                        cuda.atomic.add(dC_o, gi, vc)
                     else:
-                        dB_o[gi] = sG[n * TP + t]
-                        dC_o[gi] = sG[SM + n * TP + t]
+                        dB_o[gi] = vb
+                        dC_o[gi] = vc
         pD += cuda.shfl_xor_sync(_FULL, pD, 1)
         pD += cuda.shfl_xor_sync(_FULL, pD, 2)
         pbias += cuda.shfl_xor_sync(_FULL, pbias, 1)
@@ -1330,7 +1337,7 @@ def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                     cuda.atomic.add(dD_o, d, pD)
                 if (flags & 8) != 0:
                     cuda.atomic.add(dbias_o, d, pbias)
-    return _with_consts(_bwd_blk, TILE=tile, TP=tile + 4, SM=16 * (tile + 4), SM2=32 * (tile + 4), ROWS=rows)
+    return _with_consts(_bwd_blk, TILE=tile, TP=tile + 1, SM=16 * (tile + 1), SW=(rows // 8) * 32 * (tile + 1), ROWS=rows)
 
 # %% ../nbs/02_scan_cuda.ipynb #c029
 _FACTORIES = dict(fwd_warp=_make_fwd_warp, bwd_warp=_make_bwd_warp, fwd_chan=_make_fwd_chan, bwd_chan=_make_bwd_chan,
@@ -1351,16 +1358,17 @@ def _ptx(name:str, cc=(9, 0), **kw)->str:
     c = _cuda()
     return c.compile_ptx(_FACTORIES[name](**kw), _signature(name[:3]), cc=cc, fastmath=True)[0]
 
-def _kernel(name:str, **kw):
-    "Compiled (dispatcher, low-level kernel or None) for a variant, cached."
-    key = (name,) + tuple(sorted(kw.items()))
+def _kernel(name:str, maxreg:int|None=None, **kw):
+    "Compiled (dispatcher, low-level kernel or None) for a variant (registers per thread capped at `maxreg`), cached."
+    key = (name, maxreg) + tuple(sorted(kw.items()))
     if key not in _KERNELS:
         c = _cuda()
         fn = _FACTORIES[name](**kw)
         if _simulator():
             _KERNELS[key] = (c.jit(fn), None)
         else:
-            disp = c.jit(_signature(name[:3]), fastmath=True)(fn)
+            opt = {} if maxreg is None else dict(max_registers=maxreg)
+            disp = c.jit(_signature(name[:3]), fastmath=True, **opt)(fn)
             _KERNELS[key] = (disp, next(iter(disp.overloads.values())))
     return _KERNELS[key]
 
@@ -1429,13 +1437,13 @@ def _bwd_config(Bt:int, G:int, Dk:int, N:int)->tuple:
 
 IMPLS = ("auto", "blk", "seq", "warp_v1", "warp", "chan")   # auto (default), v3, v2, v1 warp scan (+ its old name), thread per channel
 DEFAULT_IMPL = os.environ.get("MSMAMBA_SCAN_IMPL", "auto")
-SEQ_MIN_ROWS = 8192    # "auto": v2 when Bt·D_ ≥ this (H100: v2 won at ≥ 22 k rows, v1 at ≤ 5.6 k rows, tie at 11 k)
+SEQ_MIN_ROWS = 8192    # "auto": v3 when Bt·D_ ≥ this, else v1 (H100: v2/v3 won at ≥ 22 k rows, v1 at ≤ 5.6 k rows)
 
 def _impl(impl:str|None, N:int, rows:int|None=None)->str:
-    "Resolve an impl name: None → DEFAULT_IMPL; 'auto' → v2 for ≥ SEQ_MIN_ROWS rows else v1; v2 needs N ≤ 4·SEQ_NS."
+    "Resolve an impl name: None → DEFAULT_IMPL; 'auto' → v3 for ≥ SEQ_MIN_ROWS rows else v1; v2, v3 need N ≤ 4·SEQ_NS."
     impl = DEFAULT_IMPL if impl is None else impl
     if impl not in IMPLS: raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    if impl == "auto": impl = "seq" if rows is None or rows >= SEQ_MIN_ROWS else "warp"
+    if impl == "auto": impl = "blk" if rows is None or rows >= SEQ_MIN_ROWS else "warp"
     if impl == "warp_v1": impl = "warp"
     if impl in ("seq", "blk") and N > 4 * SEQ_NS: impl = "warp"
     return impl
@@ -1477,7 +1485,7 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     ntiles = states.shape[2]
     W, S, CPB = _bwd_config(Bt, G, Dch // G, N)
     if impl == "blk": S, CPB, nth = _blk_shape(Dch // G)      # parts per group, rows per block, threads
-    atomic = impl not in ("warp", "blk") or S > 1          # seq and chan always accumulate dB/dC with atomics
+    atomic = impl not in ("warp", "blk") or S > 1 or (impl == "blk" and BLK_BWD == "seq")   # seq, chan: dB/dC by atomics
     staged = N <= BWD_STAGE_NMAX and 16 * N * (WARP * ITEMS + ITEMS) <= 48 * 1024
     du, ddl = _out(u.shape, u), _out(u.shape, u)
     dz = _out(u.shape, u) if z is not None else None
@@ -1490,8 +1498,12 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     arrs = [u, delta, A, B, C, o(D), o(z), o(delta_bias), dout, states, du, ddl, o(dz), dA, dB, dC, o(dD), o(db)]
     ints = [Bt, Dch, L, N, G, ntiles, S, CPB, _flags(D, z, delta_bias, delta_softplus) | (16 if atomic else 0) | (32 if staged else 0)]
     if Bt * Dch * L == 0: return du, ddl, dA, dB, dC, dD, dz, db
-    if impl == "blk":
-        _launch("bwd_blk", Bt * G * S, nth, 0, arrs, ints, tile=BLK_TILE, rows=BLK_ROWS)
+    if impl == "blk" and BLK_BWD == "seq":
+        assert SEQ_TILE == BLK_TILE, "v2 backward reads v3 forward states only when the tiles agree"
+        nt = 4 * Bt * Dch
+        _launch("bwd_seq", -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32), 0, arrs, ints, tile=SEQ_TILE)
+    elif impl == "blk":
+        _launch("bwd_blk", Bt * G * S, nth, 0, arrs, ints, tile=BLK_TILE, rows=BLK_ROWS, maxreg=BLK_BWD_MAXREG)
     elif impl == "seq":
         nt = 4 * Bt * Dch
         _launch("bwd_seq", -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32), 0, arrs, ints, tile=SEQ_TILE)
@@ -1799,6 +1811,7 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
             print(f"torch path {tp[-1]['shape']}: fwd {tf*1e3:.1f} ms, fwd+bwd {tfb*1e3:.1f} ms (one run)", flush=True)
             del x, a; torch.cuda.empty_cache()
     return dict(env=_env(), reps=reps, hbm_bw_bytes_per_s=HBM_BW, impls=list(impls), headline=impls[0],
+                blk_config=dict(tile=BLK_TILE, rows=BLK_ROWS, bwd=BLK_BWD, bwd_maxreg=BLK_BWD_MAXREG),
                 tiles=dict(blk=BLK_TILE, seq=SEQ_TILE, warp=WARP * ITEMS),
                 note=("fwd_ms / fwdbwd_ms: median per-call CUDA-event time through selective_scan_cuda (autograd wrapper, "
                       "host overhead included); *_kernel: launches without the wrapper; impls timed shape by shape in one "

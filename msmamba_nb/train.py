@@ -218,7 +218,12 @@ def environment_info()->dict:
                               numpy=np.__version__, numba=numba.__version__, pillow=PIL.__version__,
                               libwebp=features.version('webp'), msmamba_nb=msmamba_nb.__version__),
                 platform=platform.platform(), argv=portable_argv(sys.argv[1:]),
-                scan_impl=os.environ.get('MSMAMBA_SCAN_IMPL', 'auto'))   # CUDA scan kernel (msmamba_nb.scan_cuda.IMPLS)
+                scan=_scan_config())
+
+def _scan_config()->dict:
+    "The CUDA scan kernels a run uses (impl, and the v3 backward's settings; env MSMAMBA_SCAN_IMPL etc. override)."
+    from msmamba_nb import scan_cuda as sc
+    return dict(impl=sc.DEFAULT_IMPL, blk_bwd=sc.BLK_BWD, blk_bwd_maxreg=sc.BLK_BWD_MAXREG, blk_tile=sc.BLK_TILE)
 
 def seed_everything(seed:int):
     "Seed python, numpy and torch (CPU and all GPUs)."

@@ -97,7 +97,7 @@ print('JSON' + json.dumps(res))"""
         assert "dB" in errs and max(errs.values()) < 1e-5, r
 
 def test_impl_dispatch():
-    assert sc._impl("auto", 16, 232 * 96) == "seq" and sc._impl("auto", 16, 58 * 24) == "warp"
+    assert sc._impl("auto", 16, 232 * 96) == "blk" and sc._impl("auto", 16, 58 * 24) == "warp"
     assert sc._impl("warp_v1", 16) == "warp" and sc._impl("seq", 32) == "warp"   # v2 covers N ≤ 16
     with pytest.raises(ValueError): sc._impl("nope", 16)
 
