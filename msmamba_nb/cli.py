@@ -45,3 +45,7 @@ def main(argv:list|None=None, # arguments after the program name; default sys.ar
     f = getattr(importlib.import_module(f'msmamba_nb.{mod}'), fn)
     rc = f(rest)
     return 0 if rc is None else int(rc)
+
+# %% ../nbs/12_cli.ipynb #c009
+#| eval: false
+if __name__ == '__main__': sys.exit(main())

@@ -97,7 +97,7 @@ def run_protocol(cfg:dict) -> str:
 def read_run(run_dir:str|Path) -> dict:
     "One run directory as a flat dict: name, variant, dataset, split, seed, OA/AUC (percent), log, confusion, ..."
     d = Path(run_dir)
-    cfg, dat, met, env = (_read_json(d/f) for f in ('config.json', 'data.json', 'metrics.json', 'env.json'))
+    cfg, dat, met, env, sta = (_read_json(d/f) for f in ('config.json', 'data.json', 'metrics.json', 'env.json', 'status.json'))
     variant = _get(cfg, 'variant', 'model.variant', 'model') or _get(met, 'variant')
     if isinstance(variant, str) and variant.lower().startswith(('ms-mamba-', 'msmamba_')): variant = variant[-1]
     return dict(
@@ -109,7 +109,7 @@ def read_run(run_dir:str|Path) -> dict:
         protocol=run_protocol(cfg),
         synthetic=bool(_get(dat, 'synthetic', default=False) or _get(cfg, 'synthetic', default=False)),
         finished=bool(met) and met.get('complete', True) is True and _get(met, 'OA', 'oa', 'acc', 'accuracy') is not None,
-        status=met.get('status', 'finished' if met else 'running (no metrics.json yet)'),
+        status=met.get('status', 'finished') if met else sta.get('status', 'running (no metrics.json yet)'),   # status.json: why a run stopped
         OA=pct(_get(met, 'OA', 'oa', 'acc', 'accuracy')),
         AUC=pct(_get(met, 'AUC', 'auc')),
         n_test=_get(met, 'n_test'),

@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN_TILE', 'cuda', 'float32', 'SEQ_TILE', 'SEQ_NS',
-           'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'BLK_BWD', 'BLK_BWD_MAXREG', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'IMPLS',
-           'DEFAULT_IMPL', 'SEQ_MIN_ROWS', 'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda',
-           'scan_bwd_cuda', 'SelectiveScanCudaFn', 'selective_scan_cuda', 'sim_check', 'run_sim_check', 'ptx_report',
-           'scan_floor_bytes', 'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
+           'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS',
+           'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda', 'scan_bwd_cuda',
+           'SelectiveScanCudaFn', 'selective_scan_cuda', 'sim_check', 'run_sim_check', 'ptx_report', 'scan_floor_bytes',
+           'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
            'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
-import math, os, sys, time, json, ctypes, argparse, platform, subprocess, datetime
+import math, os, sys, time, json, types, ctypes, argparse, platform, subprocess, datetime
 import numpy as np
 import torch
 
@@ -537,7 +537,52 @@ def _make_bwd_chan(tile:int=WARP * ITEMS):
             cuda.atomic.add(dbias_o, d, dbl)
     return _with_consts(_bwd_chan, TILE=tile, TILE1=tile + 1)
 
-# %% ../nbs/02_scan_cuda.ipynb #c022
+# %% ../nbs/02_scan_cuda.ipynb #c023
+def _rs4(y0, y1, y2, y3, j):
+    "Reduce-scatter over a row's 4 lanes (lane bits 0-1): lane j returns the row's sum of its y_j."
+    if (j & 2) == 0:
+        k0 = y0
+        k1 = y1
+        s0 = y2
+        s1 = y3
+    else:
+        k0 = y2
+        k1 = y3
+        s0 = y0
+        s1 = y1
+    k0 += cuda.shfl_xor_sync(_FULL, s0, 2)
+    k1 += cuda.shfl_xor_sync(_FULL, s1, 2)
+    if (j & 1) == 0:
+        kp = k0
+        sd = k1
+    else:
+        kp = k1
+        sd = k0
+    return kp + cuda.shfl_xor_sync(_FULL, sd, 1)
+
+def _steps4(x, xu, base, j, nv, a2, h, y, Bs, Cs, o, stride, N):
+    "Four steps (the first `nv` valid) of the thread's 4 states: h ← exp2(Δ·A·log2e)·h + Δu·B; y[i] = Σ_states C·h."
+    for i in range(4):
+        y[i] = float32(0.0)
+    for i in range(4):
+        di = cuda.shfl_sync(_FULL, x, base + i)
+        dui = cuda.shfl_sync(_FULL, xu, base + i)
+        if i < nv:
+            for s in range(4):
+                n = j * 4 + s
+                if n < N:
+                    off = o + n * stride + i
+                    hs = math.exp2(di * a2[s]) * h[s] + dui * Bs[off]
+                    h[s] = hs
+                    y[i] += Cs[off] * hs
+
+_DEVFNS = {}
+def _dev(fn):
+    "`fn` as a Numba CUDA device function (fastmath; compiled once, on first use; the simulator runs it as Python)."
+    if fn.__name__ not in _DEVFNS: _DEVFNS[fn.__name__] = _cuda().jit(device=True, fastmath=True)(fn)
+    return _DEVFNS[fn.__name__]
+
+# %% ../nbs/02_scan_cuda.ipynb #c024
 SEQ_TILE = 64      # steps between the forward's stored states in v2 (multiple of 4)
 SEQ_NS = 4         # states per thread in v2 (4 lanes per row cover N ≤ 16)
 SEQ_BLOCK = 128    # threads per block in v2 (32 rows)
@@ -585,20 +630,7 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
                     x = math.log1p(math.exp(x))
                 uu = u[row + t]
             xu = x * uu
-            for i in range(4):
-                y[i] = float32(0.0)
-            for i in range(4):
-                di = cuda.shfl_sync(_FULL, x, base + i)
-                dui = cuda.shfl_sync(_FULL, xu, base + i)
-                tt = t0 + i
-                if tt < L:
-                    for s in range(4):
-                        n = j * 4 + s
-                        if n < N:
-                            off = brow + n * L + tt
-                            hs = math.exp2(di * a2[s]) * h[s] + dui * Bm[off]
-                            h[s] = hs
-                            y[i] += Cm[off] * hs
+            STEPS4(x, xu, base, j, L - t0, a2, h, y, Bm, Cm, brow + t0, L, N)
             if (t0 + 4) % TILE == 0 or t0 + 4 >= L:
                 if active:
                     k = t0 // TILE
@@ -606,33 +638,14 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
                         n = j * 4 + s
                         if n < N:
                             states[srow + k * N + n] = h[s]
-            # reduce-scatter of y over the row's 4 lanes: lane j ends with step t0 + j
-            if (j & 2) == 0:
-                k0 = y[0]
-                k1 = y[1]
-                s0 = y[2]
-                s1 = y[3]
-            else:
-                k0 = y[2]
-                k1 = y[3]
-                s0 = y[0]
-                s1 = y[1]
-            k0 += cuda.shfl_xor_sync(_FULL, s0, 2)
-            k1 += cuda.shfl_xor_sync(_FULL, s1, 2)
-            if (j & 1) == 0:
-                kp = k0
-                sd = k1
-            else:
-                kp = k1
-                sd = k0
-            yv = kp + cuda.shfl_xor_sync(_FULL, sd, 1)
+            yv = RS4(y[0], y[1], y[2], y[3], j)     # lane j ends with y of step t0 + j
             if active and t < L:
                 o = yv + Dd * uu
                 if (flags & 2) != 0:
                     zz = z[row + t]
                     o = o * zz / (float32(1.0) + math.exp(-zz))
                 out[row + t] = o
-    return _with_consts(_fwd_seq, TILE=tile)
+    return _with_consts(_fwd_seq, TILE=tile, STEPS4=_dev(_steps4), RS4=_dev(_rs4))
 
 def _make_bwd_seq(tile:int=SEQ_TILE):
     "Factory of the v2 backward: per 64-step tile, recompute with 4-step sub-checkpoints, serial adjoint, warp-reduced dB/dC."
@@ -843,57 +856,11 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
                                     cuda.atomic.add(dB_o, brow + n * L + tt, vb[s])
                                     cuda.atomic.add(dC_o, brow + n * L + tt, vc[s])
                 # reduce-scatter of du, ddelta (and y for dz) over the row's 4 lanes: lane j gets step t0 + j
-                if (j & 2) == 0:
-                    ku0 = dua[0]
-                    ku1 = dua[1]
-                    su0 = dua[2]
-                    su1 = dua[3]
-                    kd0 = dda[0]
-                    kd1 = dda[1]
-                    sd0 = dda[2]
-                    sd1 = dda[3]
-                    ky0 = yp[0]
-                    ky1 = yp[1]
-                    sy0 = yp[2]
-                    sy1 = yp[3]
-                else:
-                    ku0 = dua[2]
-                    ku1 = dua[3]
-                    su0 = dua[0]
-                    su1 = dua[1]
-                    kd0 = dda[2]
-                    kd1 = dda[3]
-                    sd0 = dda[0]
-                    sd1 = dda[1]
-                    ky0 = yp[2]
-                    ky1 = yp[3]
-                    sy0 = yp[0]
-                    sy1 = yp[1]
-                ku0 += cuda.shfl_xor_sync(_FULL, su0, 2)
-                ku1 += cuda.shfl_xor_sync(_FULL, su1, 2)
-                kd0 += cuda.shfl_xor_sync(_FULL, sd0, 2)
-                kd1 += cuda.shfl_xor_sync(_FULL, sd1, 2)
+                pu = RS4(dua[0], dua[1], dua[2], dua[3], j)
+                pdd = RS4(dda[0], dda[1], dda[2], dda[3], j)
+                py = float32(0.0)
                 if has_z:
-                    ky0 += cuda.shfl_xor_sync(_FULL, sy0, 2)
-                    ky1 += cuda.shfl_xor_sync(_FULL, sy1, 2)
-                if (j & 1) == 0:
-                    pu = ku0
-                    xu2 = ku1
-                    pdd = kd0
-                    xd2 = kd1
-                    py = ky0
-                    xy2 = ky1
-                else:
-                    pu = ku1
-                    xu2 = ku0
-                    pdd = kd1
-                    xd2 = kd0
-                    py = ky1
-                    xy2 = ky0
-                pu += cuda.shfl_xor_sync(_FULL, xu2, 1)
-                pdd += cuda.shfl_xor_sync(_FULL, xd2, 1)
-                if has_z:
-                    py += cuda.shfl_xor_sync(_FULL, xy2, 1)
+                    py = RS4(yp[0], yp[1], yp[2], yp[3], j)
                 if active and t < L:
                     ddt = pdd * sgm
                     du_o[row + t] = pu * x + Dd * gy
@@ -916,13 +883,11 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
                     cuda.atomic.add(dD_o, d, pD)
                 if (flags & 8) != 0:
                     cuda.atomic.add(dbias_o, d, pbias)
-    return _with_consts(_bwd_seq, TILE=tile)
+    return _with_consts(_bwd_seq, TILE=tile, RS4=_dev(_rs4))
 
-# %% ../nbs/02_scan_cuda.ipynb #c024
+# %% ../nbs/02_scan_cuda.ipynb #c026
 BLK_TILE = 64      # steps per shared-memory tile in v3 (= steps between stored states)
 BLK_ROWS = 32      # most rows (channels) per v3 block: 128 threads
-BLK_BWD = os.environ.get("MSMAMBA_BLK_BWD", "blk")    # backward of impl "blk": "blk" (v3) or "seq" (v2; same stored states)
-BLK_BWD_MAXREG = int(os.environ.get("MSMAMBA_BLK_BWD_MAXREG", "0")) or None   # cap on v3 backward registers/thread
 
 def _blk_shape(Dk:int)->tuple:
     "v3 launch split of a group's Dk channels: (parts per group, rows per part, threads per block)."
@@ -930,7 +895,7 @@ def _blk_shape(Dk:int)->tuple:
     rpb = -(-Dk // parts)
     return parts, rpb, 4 * (-(-rpb // 8) * 8)
 
-# %% ../nbs/02_scan_cuda.ipynb #c026
+# %% ../nbs/02_scan_cuda.ipynb #c028
 def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
     "Factory of the v3 forward: block per (b, group, part), B/C tiles in shared memory, delta/u prefetched."
     def _fwd_blk(u, dl, A, Bm, Cm, Dv, z, bias, out, states, Bt, Dch, L, N, G, ntiles, flags):
@@ -1004,37 +969,8 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                 if sp and x <= float32(20.0):
                     x = math.log1p(math.exp(x))
                 xu = x * uu
-                for i in range(4):
-                    y[i] = float32(0.0)
-                for i in range(4):
-                    di = cuda.shfl_sync(_FULL, x, base + i)
-                    dui = cuda.shfl_sync(_FULL, xu, base + i)
-                    tt = c + i
-                    if tt < tl:
-                        for s in range(4):
-                            o = (j * 4 + s) * TP + tt
-                            hs = math.exp2(di * a2[s]) * h[s] + dui * sB[o]
-                            h[s] = hs
-                            y[i] += sC[o] * hs
-                if (j & 2) == 0:
-                    k0 = y[0]
-                    k1 = y[1]
-                    s0 = y[2]
-                    s1 = y[3]
-                else:
-                    k0 = y[2]
-                    k1 = y[3]
-                    s0 = y[0]
-                    s1 = y[1]
-                k0 += cuda.shfl_xor_sync(_FULL, s0, 2)
-                k1 += cuda.shfl_xor_sync(_FULL, s1, 2)
-                if (j & 1) == 0:
-                    kp = k0
-                    sd = k1
-                else:
-                    kp = k1
-                    sd = k0
-                yv = kp + cuda.shfl_xor_sync(_FULL, sd, 1)
+                STEPS4(x, xu, base, j, tl - c, a2, h, y, sB, sC, c, TP, N)
+                yv = RS4(y[0], y[1], y[2], y[3], j)
                 if active and t < L:
                     ov = yv + Dd * uu
                     if (flags & 2) != 0:
@@ -1046,302 +982,11 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                     n = j * 4 + s
                     if n < N:
                         states[srow + k * N + n] = h[s]
-    return _with_consts(_fwd_blk, TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows)
+    return _with_consts(_fwd_blk, TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows, STEPS4=_dev(_steps4), RS4=_dev(_rs4))
 
-# %% ../nbs/02_scan_cuda.ipynb #c027
-def _make_bwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
-    "Factory of the v3 backward: per 64-step tile, B/C in shared memory, dB/dC summed in shared memory, one write."
-    def _bwd_blk(u, dl, A, Bm, Cm, Dv, z, bias, dout, states,
-                 du_o, ddl_o, dz_o, dA_o, dB_o, dC_o, dD_o, dbias_o,
-                 Bt, Dch, L, N, G, ntiles, S, CPB, flags):
-        sB = cuda.shared.array(SM, float32)
-        sC = cuda.shared.array(SM, float32)
-        sW = cuda.shared.array(SW, float32)      # per warp: its rows' dB tile, then dC tile (summed over warps at the end)
-        tid = cuda.threadIdx.x
-        nth = cuda.blockDim.x
-        lane = tid & 31
-        wid = tid >> 5
-        nw = nth >> 5
-        j = lane & 3
-        base = lane & 28
-        Dk = Dch // G
-        parts = (Dk + ROWS - 1) // ROWS
-        rpb = (Dk + parts - 1) // parts
-        bg = cuda.blockIdx.x // parts
-        part = cuda.blockIdx.x - bg * parts
-        rl = tid >> 2
-        r = part * rpb + rl
-        active = rl < rpb and r < Dk
-        if not active:
-            r = part * rpb
-        b = bg // G
-        grp = bg - b * G
-        d = grp * Dk + r
-        ch = b * Dch + d
-        row = ch * L
-        brow = bg * N * L
-        srow = ch * ntiles * N
-        # this lane's slot in its warp's dB/dC tile after the reduce-scatter: quantity (lane bit 4), state n
-        wq = (wid * 2 + ((lane >> 4) & 1)) * 16 + j * 4 + ((lane >> 3) & 1) * 2 + ((lane >> 2) & 1)
-        has_z = (flags & 2) != 0
-        sp = (flags & 4) != 0
-        atomic = (flags & 16) != 0
-        Dd = float32(0.0)
-        bd = float32(0.0)
-        if (flags & 1) != 0:
-            Dd = Dv[d]
-        if (flags & 8) != 0:
-            bd = bias[d]
-        for i in range(tid, SM, nth):
-            sB[i] = float32(0.0)
-            sC[i] = float32(0.0)
-        an = cuda.local.array(4, float32)
-        a2 = cuda.local.array(4, float32)
-        q = cuda.local.array(4, float32)
-        dAp = cuda.local.array(4, float32)
-        h = cuda.local.array(4, float32)
-        for s in range(4):
-            n = j * 4 + s
-            an[s] = float32(0.0)
-            if n < N:
-                an[s] = A[d * N + n]
-            a2[s] = an[s] * float32(LOG2E)
-            q[s] = float32(0.0)
-            dAp[s] = float32(0.0)
-        hk = cuda.local.array(TILE, float32)
-        hh = cuda.local.array(20, float32)
-        aa = cuda.local.array(16, float32)
-        di_ = cuda.local.array(4, float32)
-        dui_ = cuda.local.array(4, float32)
-        dyi_ = cuda.local.array(4, float32)
-        ui_ = cuda.local.array(4, float32)
-        dua = cuda.local.array(4, float32)
-        dda = cuda.local.array(4, float32)
-        yp = cuda.local.array(4, float32)
-        vv = cuda.local.array(8, float32)
-        pD = float32(0.0)
-        pbias = float32(0.0)
-        fz = float32(1.0)
-        if not active:
-            fz = float32(0.0)
-        for kk in range(ntiles):
-            k = ntiles - 1 - kk
-            tb = k * TILE
-            tl = min(TILE, L - tb)
-            nsub = (tl + 3) // 4
-            cuda.syncthreads()
-            for i in range(tid, N * TILE, nth):
-                n = i // TILE
-                t = i - n * TILE
-                if t < tl:
-                    sB[n * TP + t] = Bm[brow + n * L + tb + t]
-                    sC[n * TP + t] = Cm[brow + n * L + tb + t]
-            cuda.syncthreads()
-            # pass 1: recompute the tile forward from the stored state, keep h every 4 steps
-            for s in range(4):
-                n = j * 4 + s
-                h[s] = float32(0.0)
-                if k > 0 and n < N:
-                    h[s] = states[srow + (k - 1) * N + n]
-            xn = float32(0.0)
-            un = float32(0.0)
-            if tb + j < L:
-                xn = dl[row + tb + j]
-                un = u[row + tb + j]
-            for c in range(nsub):
-                for s in range(4):
-                    hk[c * 4 + s] = h[s]
-                t = tb + 4 * c + j
-                x = xn + bd
-                uu = un
-                tn = t + 4
-                if tn < L and 4 * c + 4 < tl:
-                    xn = dl[row + tn]
-                    un = u[row + tn]
-                if sp and x <= float32(20.0):
-                    x = math.log1p(math.exp(x))
-                xu = x * uu
-                for i in range(4):
-                    di = cuda.shfl_sync(_FULL, x, base + i)
-                    dui = cuda.shfl_sync(_FULL, xu, base + i)
-                    tt = 4 * c + i
-                    if tt < tl:
-                        for s in range(4):
-                            h[s] = math.exp2(di * a2[s]) * h[s] + dui * sB[(j * 4 + s) * TP + tt]
-            # pass 2: sub-chunks of 4 steps, last to first, inputs prefetched one chunk ahead
-            c = nsub - 1
-            t = tb + 4 * c + j
-            xn = float32(0.0)
-            un = float32(0.0)
-            gn = float32(0.0)
-            if t < L:
-                xn = dl[row + t]
-                un = u[row + t]
-                gn = dout[row + t]
-            for cc in range(nsub):
-                c = nsub - 1 - cc
-                t0 = tb + 4 * c
-                t = t0 + j
-                x = xn + bd
-                uu = un
-                go = gn
-                if c > 0:
-                    tn = t - 4
-                    xn = dl[row + tn]
-                    un = u[row + tn]
-                    gn = dout[row + tn]
-                sgm = float32(1.0)
-                if sp and x <= float32(20.0):
-                    ex = math.exp(x)
-                    sgm = ex / (float32(1.0) + ex)
-                    x = math.log1p(ex)
-                gy = go
-                zz = float32(0.0)
-                sz = float32(0.0)
-                if has_z and t < L:
-                    zz = z[row + t]
-                    sz = float32(1.0) / (float32(1.0) + math.exp(-zz))
-                    gy = go * zz * sz
-                if t >= L:
-                    gy = float32(0.0)
-                xu = x * uu
-                for i in range(4):
-                    di_[i] = cuda.shfl_sync(_FULL, x, base + i)
-                    dui_[i] = cuda.shfl_sync(_FULL, xu, base + i)
-                    dyi_[i] = cuda.shfl_sync(_FULL, gy, base + i)
-                    ui_[i] = cuda.shfl_sync(_FULL, uu, base + i)
-                for s in range(4):
-                    hh[s] = hk[c * 4 + s]
-                for i in range(4):
-                    tt = 4 * c + i
-                    for s in range(4):
-                        o = (j * 4 + s) * TP + tt
-                        bx = float32(0.0)
-                        a = float32(1.0)
-                        if tt < tl:
-                            bx = sB[o]
-                            a = math.exp2(di_[i] * a2[s])
-                        aa[i * 4 + s] = a
-                        hh[(i + 1) * 4 + s] = a * hh[i * 4 + s] + dui_[i] * bx
-                for i in range(4):
-                    dua[i] = float32(0.0)
-                    dda[i] = float32(0.0)
-                    yp[i] = float32(0.0)
-                for ii in range(4):
-                    i = 3 - ii
-                    tt = 4 * c + i
-                    for s in range(4):
-                        o = (j * 4 + s) * TP + tt
-                        cx = float32(0.0)
-                        bx = float32(0.0)
-                        if tt < tl:
-                            cx = sC[o]
-                            bx = sB[o]
-                        gg = cx * dyi_[i] + q[s]
-                        ah = aa[i * 4 + s] * hh[i * 4 + s]
-                        dua[i] += gg * bx
-                        dda[i] += gg * (bx * ui_[i] + an[s] * ah)
-                        dAp[s] += gg * di_[i] * ah
-                        vv[s] = fz * gg * dui_[i]
-                        vv[4 + s] = fz * dyi_[i] * hh[(i + 1) * 4 + s]
-                        yp[i] += cx * hh[(i + 1) * 4 + s]
-                        q[s] = aa[i * 4 + s] * gg
-                    if tt < tl:
-                        # sum dB (vv[0:4]) and dC (vv[4:8]) over the warp's 8 rows: lane bits 4, 3, 2 in turn
-                        if (lane & 16) == 0:
-                            m0 = vv[0] + cuda.shfl_xor_sync(_FULL, vv[4], 16)
-                            m1 = vv[1] + cuda.shfl_xor_sync(_FULL, vv[5], 16)
-                            m2 = vv[2] + cuda.shfl_xor_sync(_FULL, vv[6], 16)
-                            m3 = vv[3] + cuda.shfl_xor_sync(_FULL, vv[7], 16)
-                        else:
-                            m0 = vv[4] + cuda.shfl_xor_sync(_FULL, vv[0], 16)
-                            m1 = vv[5] + cuda.shfl_xor_sync(_FULL, vv[1], 16)
-                            m2 = vv[6] + cuda.shfl_xor_sync(_FULL, vv[2], 16)
-                            m3 = vv[7] + cuda.shfl_xor_sync(_FULL, vv[3], 16)
-                        if (lane & 8) == 0:
-                            p0 = m0 + cuda.shfl_xor_sync(_FULL, m2, 8)
-                            p1 = m1 + cuda.shfl_xor_sync(_FULL, m3, 8)
-                        else:
-                            p0 = m2 + cuda.shfl_xor_sync(_FULL, m0, 8)
-                            p1 = m3 + cuda.shfl_xor_sync(_FULL, m1, 8)
-                        if (lane & 4) == 0:
-                            f = p0 + cuda.shfl_xor_sync(_FULL, p1, 4)
-                        else:
-                            f = p1 + cuda.shfl_xor_sync(_FULL, p0, 4)
-                        sW[wq * TP + tt] = f
-                # reduce-scatter of du, ddelta (and y for dz) over the row's 4 lanes: lane j gets step t0 + j
-                if (j & 2) == 0:
-                    ku0 = dua[0] + cuda.shfl_xor_sync(_FULL, dua[2], 2)
-                    ku1 = dua[1] + cuda.shfl_xor_sync(_FULL, dua[3], 2)
-                    kd0 = dda[0] + cuda.shfl_xor_sync(_FULL, dda[2], 2)
-                    kd1 = dda[1] + cuda.shfl_xor_sync(_FULL, dda[3], 2)
-                else:
-                    ku0 = dua[2] + cuda.shfl_xor_sync(_FULL, dua[0], 2)
-                    ku1 = dua[3] + cuda.shfl_xor_sync(_FULL, dua[1], 2)
-                    kd0 = dda[2] + cuda.shfl_xor_sync(_FULL, dda[0], 2)
-                    kd1 = dda[3] + cuda.shfl_xor_sync(_FULL, dda[1], 2)
-                if (j & 1) == 0:
-                    pu = ku0 + cuda.shfl_xor_sync(_FULL, ku1, 1)
-                    pdd = kd0 + cuda.shfl_xor_sync(_FULL, kd1, 1)
-                else:
-                    pu = ku1 + cuda.shfl_xor_sync(_FULL, ku0, 1)
-                    pdd = kd1 + cuda.shfl_xor_sync(_FULL, kd0, 1)
-                py = float32(0.0)
-                if has_z:
-                    if (j & 2) == 0:
-                        ky0 = yp[0] + cuda.shfl_xor_sync(_FULL, yp[2], 2)
-                        ky1 = yp[1] + cuda.shfl_xor_sync(_FULL, yp[3], 2)
-                    else:
-                        ky0 = yp[2] + cuda.shfl_xor_sync(_FULL, yp[0], 2)
-                        ky1 = yp[3] + cuda.shfl_xor_sync(_FULL, yp[1], 2)
-                    if (j & 1) == 0:
-                        py = ky0 + cuda.shfl_xor_sync(_FULL, ky1, 1)
-                    else:
-                        py = ky1 + cuda.shfl_xor_sync(_FULL, ky0, 1)
-                if active and t < L:
-                    ddt = pdd * sgm
-                    du_o[row + t] = pu * x + Dd * gy
-                    ddl_o[row + t] = ddt
-                    pD += gy * uu
-                    pbias += ddt
-                    if has_z:
-                        dz_o[row + t] = go * (py + Dd * uu) * sz * (float32(1.0) + zz * (float32(1.0) - sz))
-            cuda.syncthreads()
-            for i in range(tid, N * TILE, nth):
-                n = i // TILE
-                t = i - n * TILE
-                if t < tl:
-                    gi = brow + n * L + tb + t
-                    vb = float32(0.0)
-                    vc = float32(0.0)
-                    for w in range(nw):                # sum the warps' tiles
-                        vb += sW[(w * 32 + n) * TP + t]
-                        vc += sW[(w * 32 + 16 + n) * TP + t]
-                    if atomic:
-                        cuda.atomic.add(dB_o, gi, vb)
-                        cuda.atomic.add(dC_o, gi, vc)
-                    else:
-                        dB_o[gi] = vb
-                        dC_o[gi] = vc
-        pD += cuda.shfl_xor_sync(_FULL, pD, 1)
-        pD += cuda.shfl_xor_sync(_FULL, pD, 2)
-        pbias += cuda.shfl_xor_sync(_FULL, pbias, 1)
-        pbias += cuda.shfl_xor_sync(_FULL, pbias, 2)
-        if active:
-            for s in range(4):
-                n = j * 4 + s
-                if n < N:
-                    cuda.atomic.add(dA_o, d * N + n, dAp[s])
-            if j == 0:
-                if (flags & 1) != 0:
-                    cuda.atomic.add(dD_o, d, pD)
-                if (flags & 8) != 0:
-                    cuda.atomic.add(dbias_o, d, pbias)
-    return _with_consts(_bwd_blk, TILE=tile, TP=tile + 1, SM=16 * (tile + 1), SW=(rows // 8) * 32 * (tile + 1), ROWS=rows)
-
-# %% ../nbs/02_scan_cuda.ipynb #c029
+# %% ../nbs/02_scan_cuda.ipynb #c030
 _FACTORIES = dict(fwd_warp=_make_fwd_warp, bwd_warp=_make_bwd_warp, fwd_chan=_make_fwd_chan, bwd_chan=_make_bwd_chan,
-                  fwd_seq=_make_fwd_seq, bwd_seq=_make_bwd_seq, fwd_blk=_make_fwd_blk, bwd_blk=_make_bwd_blk)
+                  fwd_seq=_make_fwd_seq, bwd_seq=_make_bwd_seq, fwd_blk=_make_fwd_blk)
 _N_ARR = dict(fwd=10, bwd=18)    # array arguments (then int64 scalars: 7 for fwd, 9 for bwd)
 _N_INT = dict(fwd=7, bwd=9)
 _KERNELS, _STREAMS, _DUMMY = {}, {}, {}
@@ -1356,19 +1001,23 @@ def _signature(kind:str):
 def _ptx(name:str, cc=(9, 0), **kw)->str:
     "PTX of a kernel variant (works without a GPU; needs numba-cuda's [cu13] extra)."
     c = _cuda()
-    return c.compile_ptx(_FACTORIES[name](**kw), _signature(name[:3]), cc=cc, fastmath=True)[0]
+    from numba.cuda import dispatcher as nd
+    real = nd.get_current_device
+    if not c.is_available():   # device functions ask the current device for its cc: answer `cc` on a GPU-less machine
+        nd.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)
+    try: return c.compile_ptx(_FACTORIES[name](**kw), _signature(name[:3]), cc=cc, fastmath=True)[0]
+    finally: nd.get_current_device = real
 
-def _kernel(name:str, maxreg:int|None=None, **kw):
-    "Compiled (dispatcher, low-level kernel or None) for a variant (registers per thread capped at `maxreg`), cached."
-    key = (name, maxreg) + tuple(sorted(kw.items()))
+def _kernel(name:str, **kw):
+    "Compiled (dispatcher, low-level kernel or None) for a variant, cached."
+    key = (name,) + tuple(sorted(kw.items()))
     if key not in _KERNELS:
         c = _cuda()
         fn = _FACTORIES[name](**kw)
         if _simulator():
             _KERNELS[key] = (c.jit(fn), None)
         else:
-            opt = {} if maxreg is None else dict(max_registers=maxreg)
-            disp = c.jit(_signature(name[:3]), fastmath=True, **opt)(fn)
+            disp = c.jit(_signature(name[:3]), fastmath=True)(fn)
             _KERNELS[key] = (disp, next(iter(disp.overloads.values())))
     return _KERNELS[key]
 
@@ -1411,7 +1060,7 @@ def _dummy(device)->torch.Tensor:
     if device not in _DUMMY: _DUMMY[device] = torch.zeros(1, device=device)
     return _DUMMY[device]
 
-# %% ../nbs/02_scan_cuda.ipynb #c031
+# %% ../nbs/02_scan_cuda.ipynb #c032
 def _f32(t): return None if t is None else t.detach().to(torch.float32).contiguous()
 
 def _out(shape, like, zero=False):
@@ -1484,8 +1133,7 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     impl = _impl(impl, N, Bt * Dch)
     ntiles = states.shape[2]
     W, S, CPB = _bwd_config(Bt, G, Dch // G, N)
-    if impl == "blk": S, CPB, nth = _blk_shape(Dch // G)      # parts per group, rows per block, threads
-    atomic = impl not in ("warp", "blk") or S > 1 or (impl == "blk" and BLK_BWD == "seq")   # seq, chan: dB/dC by atomics
+    atomic = impl != "warp" or S > 1          # seq (also behind blk) and chan always accumulate dB/dC with atomics
     staged = N <= BWD_STAGE_NMAX and 16 * N * (WARP * ITEMS + ITEMS) <= 48 * 1024
     du, ddl = _out(u.shape, u), _out(u.shape, u)
     dz = _out(u.shape, u) if z is not None else None
@@ -1498,13 +1146,8 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     arrs = [u, delta, A, B, C, o(D), o(z), o(delta_bias), dout, states, du, ddl, o(dz), dA, dB, dC, o(dD), o(db)]
     ints = [Bt, Dch, L, N, G, ntiles, S, CPB, _flags(D, z, delta_bias, delta_softplus) | (16 if atomic else 0) | (32 if staged else 0)]
     if Bt * Dch * L == 0: return du, ddl, dA, dB, dC, dD, dz, db
-    if impl == "blk" and BLK_BWD == "seq":
-        assert SEQ_TILE == BLK_TILE, "v2 backward reads v3 forward states only when the tiles agree"
-        nt = 4 * Bt * Dch
-        _launch("bwd_seq", -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32), 0, arrs, ints, tile=SEQ_TILE)
-    elif impl == "blk":
-        _launch("bwd_blk", Bt * G * S, nth, 0, arrs, ints, tile=BLK_TILE, rows=BLK_ROWS, maxreg=BLK_BWD_MAXREG)
-    elif impl == "seq":
+    if impl in ("seq", "blk"):      # v3 = v3 forward + v2 backward (same 64-step stored states)
+        assert impl == "seq" or BLK_TILE == SEQ_TILE, "the v2 backward reads v3 forward states only when the tiles agree"
         nt = 4 * Bt * Dch
         _launch("bwd_seq", -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32), 0, arrs, ints, tile=SEQ_TILE)
     elif impl == "warp":
@@ -1513,7 +1156,7 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
         _launch("bwd_chan", -(-Bt * Dch // 32), 32, 0, arrs, ints, tile=CHAN_TILE)
     return du, ddl, dA, dB, dC, dD, dz, db
 
-# %% ../nbs/02_scan_cuda.ipynb #c032
+# %% ../nbs/02_scan_cuda.ipynb #c033
 class SelectiveScanCudaFn(torch.autograd.Function):
     "Autograd Function around the Numba CUDA forward/backward kernels (chunk states saved, h recomputed)."
     @staticmethod
@@ -1561,7 +1204,7 @@ def selective_scan_cuda(u:torch.Tensor,               # input (Bt, D_, L), fp32/
     if u.shape[1] % G: raise ValueError(f"channels {u.shape[1]} not divisible by groups {G}")
     return SelectiveScanCudaFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl)
 
-# %% ../nbs/02_scan_cuda.ipynb #c036
+# %% ../nbs/02_scan_cuda.ipynb #c037
 _SIM_SHUFFLES = False
 
 def _install_sim_shuffles():
@@ -1646,7 +1289,7 @@ def ptx_report(names=("fwd_warp", "bwd_warp", "fwd_chan", "bwd_chan"), cc=(9, 0)
                    "atom_shared": sum("atom.shared" in l for l in ls), "lines": len(ls)}
     return rep
 
-# %% ../nbs/02_scan_cuda.ipynb #c040
+# %% ../nbs/02_scan_cuda.ipynb #c041
 MAMBA_SSM_H100 = {  # issue 3: mamba_ssm CUDA kernel, H100 80GB, fp32, CUDA events, median of 30 (fwd ms, fwd+bwd ms)
     "grouped": {(232, 96, 3136, 4): (3.48, 16.17)},
     "per_direction": {(58, 24, 3136, 1): (0.236, 0.878), (58, 48, 784, 1): (0.106, 0.491),
@@ -1669,7 +1312,7 @@ def _env()->dict:
     return dict(gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                 driver=sh(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]),
                 torch=torch.__version__, cuda_runtime=torch.version.cuda, numba=numba.__version__, numba_cuda=nbc,
-                numpy=np.__version__, python=platform.python_version(), git_commit=sh(["git", "rev-parse", "--verify", "-q", "HEAD"]) or os.environ.get("MSMAMBA_GIT_COMMIT"),
+                numpy=np.__version__, python=platform.python_version(), git_commit=os.environ.get("MSMAMBA_GIT_COMMIT") or sh(["git", "rev-parse", "--verify", "-q", "HEAD"]),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 def gpu_cases(n_random:int=8, seed:int=0, impl:str="blk")->list:
@@ -1714,7 +1357,7 @@ def gpu_check(n_random:int=8, seed:int=0, tol32:float=1e-4, tol16:float=2e-2, im
                 metric="relative L2 error ||x - ref|| / ||ref|| vs the float64 NumPy reference (msmamba_nb.scan), per output",
                 cases=rows)
 
-# %% ../nbs/02_scan_cuda.ipynb #c041
+# %% ../nbs/02_scan_cuda.ipynb #c042
 def _rand_inputs(Bt, Dch, L, N=16, G=4, grad=False, seed=0, device="cuda"):
     "Random fp32 scan inputs on the GPU (mamba_ssm test distributions)."
     g = torch.Generator(device=device).manual_seed(seed)
@@ -1811,7 +1454,7 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
             print(f"torch path {tp[-1]['shape']}: fwd {tf*1e3:.1f} ms, fwd+bwd {tfb*1e3:.1f} ms (one run)", flush=True)
             del x, a; torch.cuda.empty_cache()
     return dict(env=_env(), reps=reps, hbm_bw_bytes_per_s=HBM_BW, impls=list(impls), headline=impls[0],
-                blk_config=dict(tile=BLK_TILE, rows=BLK_ROWS, bwd=BLK_BWD, bwd_maxreg=BLK_BWD_MAXREG),
+                blk_config=dict(tile=BLK_TILE, rows=BLK_ROWS, bwd="seq"),
                 tiles=dict(blk=BLK_TILE, seq=SEQ_TILE, warp=WARP * ITEMS),
                 note=("fwd_ms / fwdbwd_ms: median per-call CUDA-event time through selective_scan_cuda (autograd wrapper, "
                       "host overhead included); *_kernel: launches without the wrapper; impls timed shape by shape in one "
@@ -1820,7 +1463,12 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
                       f"torch path: one run at batch {torch_batch} (PyTorch sequential loop, msmamba_nb.scan.selective_scan_torch)"),
                 grouped=by[impls[0]]["grouped"], released=by[impls[0]]["released"], by_impl=by, torch_path=tp)
 
-# %% ../nbs/02_scan_cuda.ipynb #c042
+# %% ../nbs/02_scan_cuda.ipynb #c043
+def _label(m:str, bench:dict)->str:
+    "Display name of an impl in a benchmark (v3 says which backward it ran with)."
+    if m == "blk" and bench.get("blk_config", {}).get("bwd") == "seq": return "v3 fwd + v2 bwd"
+    return IMPL_NAMES.get(m, m)
+
 def _by_impl(bench:dict)->dict:
     "{impl: {grouped, released}} of a benchmark JSON (older files: headline v2 plus a 'v1' entry)."
     if "by_impl" in bench: return bench["by_impl"]
@@ -1845,8 +1493,8 @@ def plot_bench_scan_cuda(bench:dict|str,                         # bench_scan_cu
         pos = x - 0.4 + w / 2
         ax.bar(pos, [r[fk] for r in g], w, label="memory floor (3 TB/s)", color="0.7"); pos = pos + w
         for i, (m, v) in enumerate(by.items()):
-            ax.bar(pos, [r[key] for r in v["grouped"]], w, label=f"{IMPL_NAMES.get(m, m)}, 1 grouped call", color=f"C{i}"); pos = pos + w
-        ax.bar(pos, [16 * q[key] for q in rel], w, label=f"{IMPL_NAMES.get(head, head)}, 16 released calls", color="C5"); pos = pos + w
+            ax.bar(pos, [r[key] for r in v["grouped"]], w, label=f"{_label(m, bench)}, 1 grouped call", color=f"C{i}"); pos = pos + w
+        ax.bar(pos, [16 * q[key] for q in rel], w, label=f"{_label(head, bench)}, 16 released calls", color="C5"); pos = pos + w
         ms = [16 * q["mamba_ssm_issue_h100"][mi] if q.get("mamba_ssm_issue_h100") else np.nan for q in rel]
         ax.bar(pos, ms, w, label="mamba_ssm ×16 (issue 3, H100)", color="C3")
         ax.set_xticks(x, lab, fontsize=7); ax.set_yscale("log"); ax.set_ylabel("ms per block", fontsize=8)
@@ -1860,8 +1508,8 @@ def plot_bench_scan_cuda(bench:dict|str,                         # bench_scan_cu
 def format_bench_cuda(bench:dict)->str:
     "Markdown table of the benchmark: every kernel side by side, floor and ratio, the issue's mamba_ssm numbers."
     by = _by_impl(bench); ms_ = list(by)
-    L = ["| call (batch, channels, L, G) | " + " | ".join(f"{IMPL_NAMES.get(m, m)} fwd / fwd+bwd ms" for m in ms_) +
-         " | floor fwd / fwd+bwd ms | " + " | ".join(f"{IMPL_NAMES.get(m, m)} ratio to floor" for m in ms_) + " | mamba_ssm (issue, H100) |",
+    L = ["| call (batch, channels, L, G) | " + " | ".join(f"{_label(m, bench)} fwd / fwd+bwd ms" for m in ms_) +
+         " | floor fwd / fwd+bwd ms | " + " | ".join(f"{_label(m, bench)} ratio to floor" for m in ms_) + " | mamba_ssm (issue, H100) |",
          "|---" * (2 * len(ms_) + 3) + "|"]
     for kind in ("grouped", "released"):
         for i, r in enumerate(by[ms_[0]][kind]):

@@ -6,9 +6,9 @@
 __all__ = ['CKPT_FORMAT', 'RESUME_OVERRIDES', 'RELEASED_REFERENCE', 'roc_auc_binary', 'roc_auc_ovr', 'confusion_matrix',
            'classification_metrics', 'WarmupCosine', 'EarlyStopping', 'ToyNet', 'build_model', 'CheckpointError',
            'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint', 'file_sha256', 'git_commit', 'portable_argv',
-           'environment_info', 'seed_everything', 'rng_state', 'set_rng_state', 'resolve_device', 'TrainConfig',
-           'save_predictions', 'load_predictions', 'evaluate', 'SimulatedKill', 'train', 'evaluate_checkpoint',
-           'main_train', 'main_eval', 'main_bench_train']
+           'environment_info', 'seed_everything', 'rng_state', 'set_rng_state', 'resolve_device', 'dist_env',
+           'TrainConfig', 'save_predictions', 'load_predictions', 'evaluate', 'SimulatedKill', 'train',
+           'evaluate_checkpoint', 'main_train', 'main_eval', 'main_bench_train']
 
 # %% ../nbs/09_train.ipynb #c003
 import argparse, hashlib, json, math, os, platform, random, subprocess, sys, time, datetime
@@ -111,10 +111,11 @@ class EarlyStopping:
 # %% ../nbs/09_train.ipynb #c018
 class ToyNet(nn.Module):
     "A tiny CNN stand-in (variant 'toy') for tests and CPU smoke runs."
-    def __init__(self, num_classes:int=2, width:int=8, drop:float=0.1):
+    def __init__(self, num_classes:int=2, width:int=8, drop:float=0.1, bn:bool=True):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
-                                  nn.Conv2d(width, 2 * width, 3, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        norm = nn.BatchNorm2d if bn else (lambda c: nn.Identity())
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), norm(width), nn.ReLU(),
+                                  nn.Conv2d(width, 2 * width, 3, 2, 1), norm(2 * width), nn.ReLU(),
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(drop))
         self.head = nn.Linear(2 * width, num_classes)
     def forward(self, x): return self.head(self.body(x))
@@ -181,7 +182,8 @@ def file_sha256(path:str|Path)->str:
 
 # %% ../nbs/09_train.ipynb #c024
 def git_commit()->dict:
-    "Commit and dirty flag of the repository holding the package (or $MSMAMBA_GIT_COMMIT)."
+    "Commit and dirty flag of the repository holding the package; $MSMAMBA_GIT_COMMIT (set by a driver that copies the tree) wins."
+    if os.environ.get('MSMAMBA_GIT_COMMIT'): return dict(commit=os.environ['MSMAMBA_GIT_COMMIT'], dirty=None, source='MSMAMBA_GIT_COMMIT')
     root = _pkg_dir().parent
     try:
         c = subprocess.run(['git', '-C', str(root), 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=10)
@@ -189,7 +191,7 @@ def git_commit()->dict:
             d = subprocess.run(['git', '-C', str(root), 'status', '--porcelain', '-uno'], capture_output=True, text=True, timeout=10)
             return dict(commit=c.stdout.strip(), dirty=bool(d.stdout.strip()))
     except Exception: pass
-    return dict(commit=os.environ.get('MSMAMBA_GIT_COMMIT'), dirty=None)
+    return dict(commit=None, dirty=None)
 
 def portable_argv(argv:list)->list:
     "Command-line words with absolute paths cut to `…/<name>`, so records name no folder of the machine that made them."
@@ -221,9 +223,9 @@ def environment_info()->dict:
                 scan=_scan_config())
 
 def _scan_config()->dict:
-    "The CUDA scan kernels a run uses (impl, and the v3 backward's settings; env MSMAMBA_SCAN_IMPL etc. override)."
+    "The CUDA scan kernels a run uses (impl; env MSMAMBA_SCAN_IMPL overrides; impl 'blk' = v3 forward + v2 backward)."
     from msmamba_nb import scan_cuda as sc
-    return dict(impl=sc.DEFAULT_IMPL, blk_bwd=sc.BLK_BWD, blk_bwd_maxreg=sc.BLK_BWD_MAXREG, blk_tile=sc.BLK_TILE)
+    return dict(impl=sc.DEFAULT_IMPL, blk_bwd='seq', blk_tile=sc.BLK_TILE)
 
 def seed_everything(seed:int):
     "Seed python, numpy and torch (CPU and all GPUs)."
@@ -242,6 +244,10 @@ def set_rng_state(s:dict):
 def resolve_device(device:str='auto')->torch.device:
     "'auto' → cuda when available, else cpu."
     return torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else ('cpu' if device == 'auto' else device))
+
+def dist_env()->tuple:
+    "(world size, rank, local rank) from torchrun's environment; (1, 0, 0) for a plain process."
+    return int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0))
 
 # %% ../nbs/09_train.ipynb #c028
 @dataclass
@@ -278,6 +284,7 @@ class TrainConfig:
     device: str = 'auto'
     workers: int|None = None       # decoding processes
     progress: bool = True
+    world_size: int = 1            # processes (torchrun sets it; recorded): each takes 1/world_size of every batch
 
     def warmup(self)->float: return self.warmup_epochs if self.warmup_epochs is not None else 10 * self.epochs / 200
     def default_run_dir(self)->str:
@@ -379,9 +386,11 @@ def train(cfg:TrainConfig,              # the run's options
           data:LoadedData|None=None,     # already-loaded data (default: load as cfg says)
           stop_after_steps:int|None=None, # tests: raise SimulatedKill after this many steps of this call
          )->dict:                        # the content of metrics.json
-    "Train with the released protocol, writing a resumable run directory; returns the final metrics."
+    "Train with the released protocol, writing a resumable run directory; returns the final metrics (run under torchrun: DDP)."
     from tqdm.auto import tqdm
     t_start = time.time()
+    world, rank, local = dist_env()
+    ddp, main = world > 1, rank == 0
     run = Path(cfg.run_dir or cfg.default_run_dir())
     last_p, best_p = run/'checkpoint_last.pt', run/'checkpoint_best.pt'
     ck = None
@@ -399,6 +408,12 @@ def train(cfg:TrainConfig,              # the run's options
         raise DataError(f"{run} already holds a run: pass --resume to continue it, or choose another --run-dir")
     run.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    if ddp:   # one process per GPU (or CPU process with gloo); every rank holds the data, rank 0 writes the run
+        import torch.distributed as dist
+        if device.type == 'cuda': device = torch.device('cuda', local); torch.cuda.set_device(device)
+        own_pg = not dist.is_initialized()
+        if own_pg: dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    cfg.world_size = world
     seed_everything(cfg.seed)
     if device.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
@@ -424,12 +439,21 @@ def train(cfg:TrainConfig,              # the run's options
 
     # --- model, optimiser, schedule ---
     model = build_model(cfg.variant, K, cfg.model_kwargs).to(device)
+    if ddp and device.type == 'cuda': model = nn.SyncBatchNorm.convert_sync_batchnorm(model)   # BN over the global batch
     if cfg.channels_last: model = model.to(memory_format=torch.channels_last)
+    net = model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        net = DDP(model, device_ids=[device.index] if device.type == 'cuda' else None)
     # static shapes: the full and the last training batch, and one (padded) evaluation batch
-    fwd = torch.compile(model, backend=cfg.compile_backend, mode=cfg.compile_mode, dynamic=False) if cfg.compile else model
+    fwd = torch.compile(net, backend=cfg.compile_backend, mode=cfg.compile_mode, dynamic=False) if cfg.compile else net
+    efwd = model if ddp else fwd     # rank 0 evaluates alone: never through the DDP wrapper (no collectives)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     bs, n_tr = cfg.batch_size, len(tr)
     steps = math.ceil(n_tr / bs)
+    if ddp and min(bs, n_tr - (steps - 1) * bs) < world:
+        raise DataError(f"DDP over {world} processes needs ≥ {world} images in every batch; batch {bs} with {n_tr} training "
+                        f"images leaves a last batch of {n_tr - (steps - 1) * bs}: change --batch-size")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(round(cfg.warmup() * steps), cfg.epochs * steps))
     st = dict(epoch=0, global_step=0, best_val_acc=-1.0, best_epoch=0, early_stop=EarlyStopping(cfg.patience).state_dict(),
               status='running', complete=False, train_seconds=0.0)
@@ -440,7 +464,8 @@ def train(cfg:TrainConfig,              # the run's options
         (run/'log.jsonl').write_text(''.join(l + '\n' for l in lines if json.loads(l)['epoch'] <= st['epoch']))
     # --- run records ---
     n_params = sum(p.numel() for p in model.parameters())
-    if ck is None:
+    if not main: pass
+    elif ck is None:
         _write_json(run/'config.json', asdict(cfg))
         _write_json(run/'env.json', dict(environment_info(), device=str(device), resumes=[]))
         _write_json(run/'data.json', dict(data.summary(), norm=dict(mean=mean, std=std, source=stats_src),
@@ -457,35 +482,41 @@ def train(cfg:TrainConfig,              # the run's options
     steps_here, last_epoch_s = 0, None
     while st['epoch'] < cfg.epochs and st['status'] == 'running':
         e = st['epoch']; t0 = time.time()
+        if ddp: torch.manual_seed(cfg.seed * 1_000_003 + e * 1009 + rank)   # per-rank dropout; exact on resume
         fwd.train()
         order, boxes = epoch_plan(tr.hw_cpu, cfg.seed, e)
         bounds = _batch_bounds(boxes, bs)
         order_d, boxes_d = order.to(device), boxes.to(device)
         loss_sum = torch.zeros((), device=device, dtype=torch.float64); correct = torch.zeros((), device=device, dtype=torch.long)
-        bar = tqdm(total=steps, desc=f'epoch {e + 1}/{cfg.epochs}', disable=not cfg.progress, leave=False, mininterval=1.0)
+        bar = tqdm(total=steps, desc=f'epoch {e + 1}/{cfg.epochs}', disable=not (cfg.progress and main), leave=False, mininterval=1.0)
         for s in range(steps):
             idx, bx = order_d[s * bs:(s + 1) * bs], boxes_d[s * bs:(s + 1) * bs]
+            nb = len(idx)
+            if ddp: idx, bx = idx[rank::world], bx[rank::world]   # this rank's share of the global batch
             x = normalize(resize_crops(tr, idx, bx, cfg.img_size, bounds[s], cfg.antialias), mean_t, std_t)
             if cfg.channels_last: x = x.contiguous(memory_format=torch.channels_last)
             y = tr.labels[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = fwd(x)
-            loss = F.cross_entropy(logits.float(), y)
+            if ddp:   # DDP averages gradients over ranks, so world·Σ/nb makes them the global batch's mean
+                lsum = F.cross_entropy(logits.float(), y, reduction='sum'); loss = lsum * (world / nb)
+            else: loss = F.cross_entropy(logits.float(), y); lsum = loss.detach().double() * len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step(); sched.step()
-            loss_sum += loss.detach().double() * len(idx); correct += (logits.detach().argmax(1) == y).sum()
+            loss_sum += lsum.detach().double(); correct += (logits.detach().argmax(1) == y).sum()
             st['global_step'] += 1; steps_here += 1; bar.update(1)
             if stop_after_steps is not None and steps_here >= stop_after_steps:
                 bar.close(); raise SimulatedKill(f'stopped after {steps_here} steps (epoch {e + 1}, step {s + 1})')
         bar.close()
+        if ddp: dist.all_reduce(loss_sum); dist.all_reduce(correct)
         train_loss, train_acc = float(loss_sum) / n_tr, float(correct) / n_tr
         train_s = time.time() - t0
         st['epoch'] = e + 1; st['train_seconds'] += train_s
         rec = dict(epoch=e + 1, train_loss=train_loss, train_acc=train_acc, lr=sched.get_last_lr()[0],
                    images_per_s=n_tr / train_s, train_s=train_s)
-        if (e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs:
-            v = evaluate(fwd, val_x, val_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last, cfg.compile)
+        if main and ((e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs):
+            v = evaluate(efwd, val_x, val_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last, cfg.compile)
             rec.update(val_loss=v['loss'], val_acc=v['acc'])
             if v['acc'] > st['best_val_acc']:
                 st['best_val_acc'], st['best_epoch'] = v['acc'], e + 1
@@ -498,6 +529,9 @@ def train(cfg:TrainConfig,              # the run's options
         if (st['status'] == 'running' and cfg.time_budget_min is not None
                 and time.time() - t_start + last_epoch_s > cfg.time_budget_min * 60):
             st['status'] = 'time_budget'
+        if ddp:   # rank 0's decisions (best epoch, early stop, time budget) hold for every rank
+            box = [st]; dist.broadcast_object_list(box, 0); st = box[0]
+            if not main: continue
         with open(run/'log.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
         if cfg.progress:
             print(f"epoch {e + 1}: train loss {train_loss:.4f} acc {train_acc:.4f}" +
@@ -507,7 +541,11 @@ def train(cfg:TrainConfig,              # the run's options
         if st['status'] == 'time_budget': st['status'] = 'running'; save_last(); st['status'] = 'time_budget'
         else: save_last()
 
-    # --- test the best checkpoint once ---
+    # --- test the best checkpoint once (rank 0) ---
+    if ddp:
+        dist.barrier()
+        if own_pg: dist.destroy_process_group()
+        if not main: return {}
     if not best_p.is_file():   # stopped before the first validation
         out = dict(complete=False, status=st['status'], resumable=True, epochs_run=st['epoch'], note='no validation yet')
         _write_json(run/'metrics.json', out); return out
@@ -515,7 +553,7 @@ def train(cfg:TrainConfig,              # the run's options
     model.load_state_dict(best['model'])
     te = data.splits['test']
     te_x, te_y = eval_resize(te, cfg.img_size).to(device), torch.from_numpy(te.labels).to(device)
-    ev = evaluate(fwd, te_x, te_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last, cfg.compile)
+    ev = evaluate(efwd, te_x, te_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last, cfg.compile)
     m = classification_metrics(te.labels, ev['probs'], data.class_names)
     save_predictions(run/'predictions.csv', ev['probs'], te.labels, te.files)
     out = dict(complete=st['complete'], status=st['status'], resumable=not st['complete'], split='test',
@@ -568,7 +606,8 @@ def _train_parser()->argparse.ArgumentParser:
         "  msmamba train --pack packs/sars_q85.pack --bf16            # SARS, paper protocol, on a GPU\n"
         "  msmamba train --pack sample --variant toy --epochs 2 --img-size 64 --device cpu   # 1-minute smoke test\n"
         "  msmamba train --resume --run-dir runs/SARS-t-stratified-s0 # continue a killed or time-limited run\n"
-        "  CUDA_VISIBLE_DEVICES=1 msmamba train --pack packs/sars_q85.pack --seed 1 &   # one run per GPU"))
+        "  CUDA_VISIBLE_DEVICES=1 msmamba train --pack packs/sars_q85.pack --seed 1 &   # one run per GPU\n"
+        "  torchrun --standalone --nproc_per_node 2 -m msmamba_nb.cli train --pack packs/sars_q85.pack   # one run, 2 GPUs (DDP)"))
     g = p.add_argument_group('data')
     g.add_argument('--dataset', default=None, help=f"one of {', '.join(DATASETS)} (default: SARS, or what the pack holds)")
     g.add_argument('--data-root', help='data root (default: the nearest shared/datasets above the current directory)')
@@ -625,8 +664,8 @@ def main_train(argv:list|None=None)->int:
     try: m = train(cfg, resume=a.resume, stop_after_steps=a.kill_after_steps)
     except (DataError, CheckpointError, KeyError) as e: print(f'msmamba train: {e}', file=sys.stderr); return 2
     except SimulatedKill as e: print(f'msmamba train: {e}', file=sys.stderr); return 3
-    print(json.dumps({k: m[k] for k in ('complete', 'status', 'OA', 'AUC', 'F1_weighted', 'best_epoch', 'epochs_run')}))
-    return 0
+    if m: print(json.dumps({k: m.get(k) for k in ('complete', 'status', 'OA', 'AUC', 'F1_weighted', 'best_epoch', 'epochs_run')}))
+    return 0   # (ranks > 0 of a DDP run return no metrics: rank 0 reports)
 
 def main_eval(argv:list|None=None)->int:
     "CLI: evaluate a checkpoint on a split and write the metrics JSON."

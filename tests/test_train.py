@@ -285,3 +285,23 @@ def test_resume_refuses_other_data(tiny, tmp_path):
     other = tmp_path/'other'; make_synthetic_dataset(other, 'MHIST', n_per_class=7, size=(24, 40))
     with pytest.raises(DataError, match='data.json'):
         train(_cfg(other, tmp_path/'r', time_budget_min=None), resume=True)
+
+def test_ddp_two_cpu_processes_match_one(tiny, tmp_path):
+    "torchrun with 2 gloo processes (each takes half of every batch) ends at the single-process weights and metrics."
+    import os, subprocess, sys
+    root, data = tiny
+    mk = {"bn": False, "drop": 0.0}     # gloo cannot synchronise BatchNorm; without BN/dropout the math is identical
+    one = train(_cfg(root, tmp_path/'one', epochs=2, model_kwargs=mk), data=data)
+    args = ['train', '--dataset', 'MHIST', '--data-root', str(root), '--variant', 'toy', '--model-kwargs', json.dumps(mk),
+            '--epochs', '2', '--img-size', '32', '--batch-size', '6', '--device', 'cpu', '--no-progress', '--run-dir', str(tmp_path/'two')]
+    p = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'msmamba_nb.cli', *args],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert p.returncode == 0, p.stderr[-3000:]
+    wa, wb = _weights(tmp_path/'one'), _weights(tmp_path/'two')
+    for k in wa: assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6), (k, float((wa[k] - wb[k]).abs().max()))
+    two = json.loads((tmp_path/'two'/'metrics.json').read_text())
+    assert two['OA'] == one['OA'] and abs(two['test_loss'] - one['test_loss']) < 1e-5
+    assert json.loads((tmp_path/'two'/'config.json').read_text())['world_size'] == 2
+    la = [json.loads(l) for l in (tmp_path/'one'/'log.jsonl').read_text().splitlines()]
+    lb = [json.loads(l) for l in (tmp_path/'two'/'log.jsonl').read_text().splitlines()]   # rank 0 alone writes
+    assert len(lb) == 2 and all(abs(a['train_loss'] - b['train_loss']) < 1e-5 and a['train_acc'] == b['train_acc'] for a, b in zip(la, lb))
