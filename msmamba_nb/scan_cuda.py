@@ -562,6 +562,8 @@ def _rs4(y0, y1, y2, y3, j):
 
 def _steps4(x, xu, base, j, nv, a2, h, y, Bs, Cs, o, stride, N):
     "Four steps (the first `nv` valid) of the thread's 4 states: h ← exp2(Δ·A·log2e)·h + Δu·B; y[i] = Σ_states C·h."
+    # compile-time constants (see `_dev`): STRIDE > 0 replaces `stride` (a shared-memory tile's row length),
+    # CHECKN False drops the `n < N` test (a zero-padded tile)
     for i in range(4):
         y[i] = float32(0.0)
     for i in range(4):
@@ -570,17 +572,18 @@ def _steps4(x, xu, base, j, nv, a2, h, y, Bs, Cs, o, stride, N):
         if i < nv:
             for s in range(4):
                 n = j * 4 + s
-                if n < N:
-                    off = o + n * stride + i
+                if n < N or not CHECKN:
+                    off = o + n * (STRIDE if STRIDE > 0 else stride) + i
                     hs = math.exp2(di * a2[s]) * h[s] + dui * Bs[off]
                     h[s] = hs
                     y[i] += Cs[off] * hs
 
 _DEVFNS = {}
-def _dev(fn):
-    "`fn` as a Numba CUDA device function (fastmath; compiled once, on first use; the simulator runs it as Python)."
-    if fn.__name__ not in _DEVFNS: _DEVFNS[fn.__name__] = _cuda().jit(device=True, fastmath=True)(fn)
-    return _DEVFNS[fn.__name__]
+def _dev(fn, **consts):
+    "`fn` with compile-time `consts` as a Numba CUDA device function (fastmath; compiled once; the simulator runs Python)."
+    key = (fn.__name__,) + tuple(sorted(consts.items()))
+    if key not in _DEVFNS: _DEVFNS[key] = _cuda().jit(device=True, fastmath=True)(_with_consts(fn, **consts))
+    return _DEVFNS[key]
 
 # %% ../nbs/02_scan_cuda.ipynb #c024
 SEQ_TILE = 64      # steps between the forward's stored states in v2 (multiple of 4)
@@ -645,7 +648,7 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
                     zz = z[row + t]
                     o = o * zz / (float32(1.0) + math.exp(-zz))
                 out[row + t] = o
-    return _with_consts(_fwd_seq, TILE=tile, STEPS4=_dev(_steps4), RS4=_dev(_rs4))
+    return _with_consts(_fwd_seq, TILE=tile, STEPS4=_dev(_steps4, STRIDE=0, CHECKN=True), RS4=_dev(_rs4))
 
 def _make_bwd_seq(tile:int=SEQ_TILE):
     "Factory of the v2 backward: per 64-step tile, recompute with 4-step sub-checkpoints, serial adjoint, warp-reduced dB/dC."
@@ -982,7 +985,8 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                     n = j * 4 + s
                     if n < N:
                         states[srow + k * N + n] = h[s]
-    return _with_consts(_fwd_blk, TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows, STEPS4=_dev(_steps4), RS4=_dev(_rs4))
+    return _with_consts(_fwd_blk, TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows,
+                        STEPS4=_dev(_steps4, STRIDE=tile + 1, CHECKN=False), RS4=_dev(_rs4))
 
 # %% ../nbs/02_scan_cuda.ipynb #c030
 _FACTORIES = dict(fwd_warp=_make_fwd_warp, bwd_warp=_make_bwd_warp, fwd_chan=_make_fwd_chan, bwd_chan=_make_bwd_chan,

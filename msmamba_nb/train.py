@@ -287,9 +287,10 @@ class TrainConfig:
     world_size: int = 1            # processes (torchrun sets it; recorded): each takes 1/world_size of every batch
 
     def warmup(self)->float: return self.warmup_epochs if self.warmup_epochs is not None else 10 * self.epochs / 200
-    def default_run_dir(self)->str:
-        ds = self.dataset or (Path(self.pack).stem if self.pack else 'data')
-        return f"runs/{ds}-{self.variant}-{self.split or 'stratified'}-s{self.seed}"
+    def default_run_dir(self, data=None)->str:   # data: the loaded data, whose dataset and split scheme name the run
+        ds = data.dataset if data is not None else self.dataset or (Path(self.pack).stem if self.pack else 'data')
+        sp = data.split_scheme if data is not None else self.split or 'stratified'
+        return f"runs/{ds}-{self.variant}-{sp}-s{self.seed}"
 
 def _check_same_data(run:Path, data, mean, std):
     "On resume: the data (dataset, classes, split, counts, pack hash) and normalisation must be those the run started with."
@@ -391,6 +392,10 @@ def train(cfg:TrainConfig,              # the run's options
     t_start = time.time()
     world, rank, local = dist_env()
     ddp, main = world > 1, rank == 0
+    if cfg.run_dir is None and not resume:   # name the run after the data it really trains on (a pack knows its split)
+        if data is None: data = load_data(cfg.dataset, cfg.data_root, cfg.pack, cfg.split, subset=cfg.subset,
+                                          workers=cfg.workers, progress=cfg.progress)
+        cfg.run_dir = cfg.default_run_dir(data)
     run = Path(cfg.run_dir or cfg.default_run_dir())
     last_p, best_p = run/'checkpoint_last.pt', run/'checkpoint_best.pt'
     ck = None

@@ -305,3 +305,11 @@ def test_ddp_two_cpu_processes_match_one(tiny, tmp_path):
     la = [json.loads(l) for l in (tmp_path/'one'/'log.jsonl').read_text().splitlines()]
     lb = [json.loads(l) for l in (tmp_path/'two'/'log.jsonl').read_text().splitlines()]   # rank 0 alone writes
     assert len(lb) == 2 and all(abs(a['train_loss'] - b['train_loss']) < 1e-5 and a['train_acc'] == b['train_acc'] for a, b in zip(la, lb))
+
+def test_default_run_dir_names_the_packs_split(tmp_path, monkeypatch):
+    "Without --run-dir the run is named after the data it trains on: the bundled sample pack's scheme, not 'stratified'."
+    monkeypatch.chdir(tmp_path)
+    m = train(TrainConfig(pack='sample', dataset=None, variant='toy', epochs=1, img_size=32, batch_size=16, subset=8,
+                          progress=False, device='cpu'))
+    runs = [p.name for p in (tmp_path/'runs').iterdir()]
+    assert runs == ['SARS-toy-sample-s0'] and m['split_scheme'] == 'sample', runs
