@@ -7,8 +7,8 @@ __all__ = ['DATASETS', 'DATASET_TITLES', 'NOT_OBTAINABLE', 'NOT_RUN_YET', 'OBTAI
            'OWNER_PLOTS', 'paper_results', 'paper_row', 'canonical_dataset', 'canonical_split', 'pct', 'read_log',
            'run_protocol', 'read_run', 'find_runs', 'read_eval_record', 'find_eval_records', 'write_synthetic_results',
            'model_size', 'write_model_size', 'mean_std', 'fmt_cell', 'table1', 'table1_markdown', 'write_table1_csv',
-           'fig_table1', 'fig_curves', 'fig_confusion_roc', 'fig_radar', 'fig_scatter', 'fig_bench', 'radar_ours',
-           'make_all', 'main_figures']
+           'fig_table1', 'fig_curves', 'seed_groups', 'fig_seeds', 'fig_confusion_roc', 'fig_radar', 'fig_scatter',
+           'fig_bench', 'radar_ours', 'make_all', 'main_figures']
 
 # %% ../nbs/11_figures.ipynb #c003
 import argparse, csv, json, math
@@ -83,10 +83,10 @@ def read_log(path:str|Path) -> list:
     return out
 
 def run_protocol(cfg:dict) -> str:
-    "'' for the released protocol (200 epochs, 224², full data, default model), else what differs, e.g. '13 of 200 epochs'."
+    "'' for the released protocol (200 epochs, 224², full data, default model), else what differs, e.g. '13-epoch schedule (paper 200)'."
     bits = []
     ep = cfg.get('epochs')
-    if ep is not None and ep != 200: bits.append(f"{ep} of 200 epochs")
+    if ep is not None and ep != 200: bits.append(f"{ep}-epoch schedule (paper 200)")   # warm-up + cosine compressed to ep
     if cfg.get('subset'): bits.append(f"subset {cfg['subset']}/class")
     if cfg.get('img_size') not in (None, 224): bits.append(f"{cfg['img_size']}²")
     if cfg.get('model_kwargs'): bits.append(', '.join(f"{k}={v}" for k, v in sorted(cfg['model_kwargs'].items())))
@@ -377,6 +377,31 @@ def fig_curves(run:dict) -> Figure:
     return fig
 
 # %% ../nbs/11_figures.ipynb #c032
+def seed_groups(runs:list) -> dict:
+    "Runs grouped by (dataset, variant, split, protocol) when the group has two or more seeds."
+    g = {}
+    for r in runs:
+        if r['log'] and r['seed'] is not None: g.setdefault((r['dataset'], r['variant'], r['split'], r['protocol']), []).append(r)
+    return {k: sorted(v, key=lambda r: r['seed']) for k, v in g.items() if len({r['seed'] for r in v}) > 1}
+
+def fig_seeds(group:list) -> Figure:
+    "Validation accuracy and loss per epoch of runs that differ only in the seed (unfinished runs marked)."
+    fig = Figure(figsize=(9, 3.2), layout='constrained')
+    axs = fig.subplots(1, 2)
+    for r in group:
+        ep = [e.get('epoch', i + 1) for i, e in enumerate(r['log'])]
+        lab = f"seed {r['seed']}" + ('' if r['finished'] else f" ({len(ep)} epochs, unfinished)")
+        axs[0].plot(ep, [pct(e.get('val_acc')) for e in r['log']], 'o-', ms=3, label=lab)
+        axs[1].plot(ep, [e.get('val_loss') for e in r['log']], 'o-', ms=3, label=lab)
+    for ax, t in zip(axs, ('validation accuracy (%)', 'validation loss')):
+        ax.set_title(t, fontsize=9); ax.set_xlabel('epoch'); ax.grid(alpha=.3)
+    axs[0].legend(fontsize=8)
+    r0 = group[0]
+    fig.suptitle(('SYNTHETIC ' if r0['synthetic'] else '') + f"Ms-Mamba-{r0['variant']} on {r0['dataset']}, {r0['split']} split, "
+                 f"{len(group)} seeds ({r0['protocol'] or 'paper protocol'}; data {r0['fidelity']})", fontsize=9)
+    return fig
+
+# %% ../nbs/11_figures.ipynb #c035
 def fig_confusion_roc(run:dict) -> Figure:
     "Confusion matrix (counts and row %) and ROC curve of one run's test predictions."
     from sklearn.metrics import roc_curve, roc_auc_score
@@ -412,7 +437,7 @@ def fig_confusion_roc(run:dict) -> Figure:
                  f"({run['split']} split; data {run['fidelity']})", fontsize=9)
     return fig
 
-# %% ../nbs/11_figures.ipynb #c035
+# %% ../nbs/11_figures.ipynb #c038
 RADAR_AXES = ('RPE', 'gmacs', 'params_m', 'MedFM_Colon', 'MHIST', 'SARS', 'TissueMNIST')  # v2 Fig. 1's order
 
 def fig_radar(paper:dict,            # from paper_results
@@ -451,7 +476,7 @@ def fig_radar(paper:dict,            # from paper_results
     fig.suptitle(f'Ms-Mamba-{variant}: paper vs ours (outward = better; each axis scaled over Table I\'s methods)', fontsize=9)
     return fig
 
-# %% ../nbs/11_figures.ipynb #c038
+# %% ../nbs/11_figures.ipynb #c041
 _GROUP_STYLE = {'CNNs': ('C0', 'o'), 'ViTs': ('C1', 's'), 'Hybrid-CNN-ViT': ('C2', '^'), 'Mambas': ('C4', 'D'), 'Ours': ('C3', 'P')}
 
 def fig_scatter(paper:dict,      # from paper_results
@@ -481,7 +506,7 @@ def fig_scatter(paper:dict,      # from paper_results
     fig.suptitle(f'Cost vs accuracy on {DATASET_TITLES[dataset]} (paper values; stars: our measurements)', fontsize=10)
     return fig
 
-# %% ../nbs/11_figures.ipynb #c041
+# %% ../nbs/11_figures.ipynb #c044
 OWNER_PLOTS = {'bench_scan_cuda': ('scan_cuda', 'plot_bench_scan_cuda')}  # record stem -> (module, function(rec, png))
 
 _ID_KEYS = ('name', 'config', 'backend', 'impl', 'precision', 'dtype', 'variant', 'stage', 'shape', 'batch', 'batch_size',
@@ -523,7 +548,7 @@ def fig_bench(name:str,   # the record's name (file stem)
     ax.set_title(f'{name}: {unit}', fontsize=9); ax.grid(axis='x', alpha=.3)
     return fig
 
-# %% ../nbs/11_figures.ipynb #c044
+# %% ../nbs/11_figures.ipynb #c047
 def _agg_points(runs, results_dir):
     "Our measured SARS points per (variant, split): mean/std OA and AUC with the model size."
     pts = []
@@ -575,6 +600,8 @@ def make_all(results_dir:str|Path='paper_figures/data', # committed results (run
     for r in runs:
         if r['log']: _save(fig_curves(r), out_dir/f"curves_{r['name']}.png", written)
         else: say(f"skipped: {r['path']/'log.jsonl'} missing or empty (no curves for {r['name']})")
+    for (ds, v, sp, _), grp in seed_groups(runs).items():
+        _save(fig_seeds(grp), out_dir/f"seeds_{ds}-{v}-{sp}.png", written)
     cr = [r for r in runs + recs if r['variant'] == 't' and r['dataset'] == 'SARS' and (r['predictions'] or r['confusion'])]
     if not cr: say(f"skipped: no t run or eval record on SARS with predictions or a confusion matrix under {results_dir} (no confusion/ROC figure)")
     for r in cr: _save(fig_confusion_roc(r), out_dir/f"confusion_roc_{r['name']}.png", written)
@@ -597,7 +624,7 @@ def make_all(results_dir:str|Path='paper_figures/data', # committed results (run
     for p in written: say(f"wrote {p}")
     return written
 
-# %% ../nbs/11_figures.ipynb #c049
+# %% ../nbs/11_figures.ipynb #c052
 def main_figures(argv:list|None=None) -> int:
     "CLI: regenerate paper_figures/ from committed results."
     ap = argparse.ArgumentParser(prog='msmamba figures', description='Regenerate Table I (md/csv/png) and every figure of '

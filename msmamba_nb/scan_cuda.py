@@ -1476,7 +1476,8 @@ def _label(m:str, bench:dict)->str:
 def _by_impl(bench:dict)->dict:
     "{impl: {grouped, released}} of a benchmark JSON (older files: headline v2 plus a 'v1' entry)."
     if "by_impl" in bench: return bench["by_impl"]
-    by = {"seq": dict(grouped=bench["grouped"], released=bench["released"])}
+    head = "seq" if "seq_tile" in bench else "warp"     # the first benchmark files timed v1 alone
+    by = {head: dict(grouped=bench["grouped"], released=bench["released"])}
     if "v1" in bench: by["warp"] = bench["v1"]
     return by
 
@@ -1487,7 +1488,7 @@ def plot_bench_scan_cuda(bench:dict|str,                         # bench_scan_cu
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     if isinstance(bench, str): bench = json.load(open(bench))
-    by = _by_impl(bench); head = bench.get("headline", "seq")
+    by = _by_impl(bench); head = bench.get("headline", next(iter(by)))
     g, rel = by[head]["grouped"], by[head]["released"]
     lab = [f"st{i+1}\nL={r['shape'][2]}" for i, r in enumerate(g)]
     bars = len(by) + 3

@@ -225,7 +225,7 @@ def environment_info()->dict:
 def _scan_config()->dict:
     "The CUDA scan kernels a run uses (impl; env MSMAMBA_SCAN_IMPL overrides; impl 'blk' = v3 forward + v2 backward)."
     from msmamba_nb import scan_cuda as sc
-    return dict(impl=sc.DEFAULT_IMPL, blk_bwd='seq', blk_tile=sc.BLK_TILE)
+    return dict(impl=sc.DEFAULT_IMPL, grouped_calls=sc._impl(None, 16, sc.SEQ_MIN_ROWS), blk_bwd='seq', blk_tile=sc.BLK_TILE)
 
 def seed_everything(seed:int):
     "Seed python, numpy and torch (CPU and all GPUs)."
@@ -392,7 +392,7 @@ def train(cfg:TrainConfig,              # the run's options
     t_start = time.time()
     world, rank, local = dist_env()
     ddp, main = world > 1, rank == 0
-    if cfg.run_dir is None and not resume:   # name the run after the data it really trains on (a pack knows its split)
+    if cfg.run_dir is None:   # name the run after the data it really trains on (a pack knows its split); same on resume
         if data is None: data = load_data(cfg.dataset, cfg.data_root, cfg.pack, cfg.split, subset=cfg.subset,
                                           workers=cfg.workers, progress=cfg.progress)
         cfg.run_dir = cfg.default_run_dir(data)
@@ -449,7 +449,8 @@ def train(cfg:TrainConfig,              # the run's options
     net = model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        net = DDP(model, device_ids=[device.index] if device.type == 'cuda' else None)
+        # find_unused_parameters: the released model keeps parameters its forward never uses (pvm.proj, ss2d out_proj)
+        net = DDP(model, device_ids=[device.index] if device.type == 'cuda' else None, find_unused_parameters=True)
     # static shapes: the full and the last training batch, and one (padded) evaluation batch
     fwd = torch.compile(net, backend=cfg.compile_backend, mode=cfg.compile_mode, dynamic=False) if cfg.compile else net
     efwd = model if ddp else fwd     # rank 0 evaluates alone: never through the DDP wrapper (no collectives)
@@ -464,9 +465,11 @@ def train(cfg:TrainConfig,              # the run's options
               status='running', complete=False, train_seconds=0.0)
     if ck is not None:
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
-        st.update(ck['state']); set_rng_state(ck['rng'])
-        lines = [l for l in (run/'log.jsonl').read_text().splitlines() if l.strip()] if (run/'log.jsonl').exists() else []
-        (run/'log.jsonl').write_text(''.join(l + '\n' for l in lines if json.loads(l)['epoch'] <= st['epoch']))
+        st.update(ck['state'])
+        if not ddp: set_rng_state(ck['rng'])   # DDP reseeds per (seed, epoch, rank) instead (and must not touch other GPUs)
+        if main:
+            lines = [l for l in (run/'log.jsonl').read_text().splitlines() if l.strip()] if (run/'log.jsonl').exists() else []
+            (run/'log.jsonl').write_text(''.join(l + '\n' for l in lines if json.loads(l)['epoch'] <= st['epoch']))
     # --- run records ---
     n_params = sum(p.numel() for p in model.parameters())
     if not main: pass
@@ -665,7 +668,6 @@ def main_train(argv:list|None=None)->int:
                       deterministic=a.deterministic, antialias=not a.no_antialias, eval_every=a.eval_every,
                       time_budget_min=a.time_budget_min, run_dir=a.run_dir, device=a.device, workers=a.workers,
                       progress=not a.no_progress)
-    if a.resume and not a.run_dir: cfg.run_dir = cfg.default_run_dir()
     try: m = train(cfg, resume=a.resume, stop_after_steps=a.kill_after_steps)
     except (DataError, CheckpointError, KeyError) as e: print(f'msmamba train: {e}', file=sys.stderr); return 2
     except SimulatedKill as e: print(f'msmamba train: {e}', file=sys.stderr); return 3

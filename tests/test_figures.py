@@ -148,7 +148,7 @@ def test_table1_keeps_protocols_apart(tmp_path):
     (d/'config.json').write_text(json.dumps(cfg))
     rows = [r for r in table1(find_runs(tmp_path)) if r['source'] == 'measured' and 'Ms-Mamba-t' in r['method']]
     names = [r['method'] for r in rows]
-    assert 'SYNTHETIC Ms-Mamba-t (ours, measured, 13 of 200 epochs; mifa=False)' in names
+    assert 'SYNTHETIC Ms-Mamba-t (ours, measured, 13-epoch schedule (paper 200); mifa=False)' in names
     full = next(r for r in rows if r['method'] == 'SYNTHETIC Ms-Mamba-t (ours, measured)')
     assert full['SARS_OA'].endswith('(n=2)')
 

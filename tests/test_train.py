@@ -313,3 +313,16 @@ def test_default_run_dir_names_the_packs_split(tmp_path, monkeypatch):
                           progress=False, device='cpu'))
     runs = [p.name for p in (tmp_path/'runs').iterdir()]
     assert runs == ['SARS-toy-sample-s0'] and m['split_scheme'] == 'sample', runs
+    # --resume without --run-dir finds the run by the same name (here: already complete)
+    assert T.main_train(['--pack', 'sample', '--variant', 'toy', '--subset', '8', '--resume', '--no-progress', '--device', 'cpu']) == 0
+
+def test_ddp_runs_the_real_model(tmp_path):
+    "The released model (its forward leaves some parameters unused) trains under torchrun: 2 gloo processes, 1 step."
+    import os, subprocess, sys
+    args = ['train', '--pack', 'sample', '--variant', 't', '--epochs', '1', '--img-size', '32', '--batch-size', '8',
+            '--subset', '4', '--device', 'cpu', '--no-progress', '--run-dir', str(tmp_path/'r')]
+    p = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'msmamba_nb.cli', *args],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((tmp_path/'r'/'metrics.json').read_text())
+    assert m['complete'] and m['n_test'] == 8 and json.loads((tmp_path/'r'/'config.json').read_text())['world_size'] == 2
