@@ -6,8 +6,8 @@
 __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN_TILE', 'cuda', 'float32', 'SEQ_TILE', 'SEQ_NS',
            'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS',
            'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda', 'scan_bwd_cuda',
-           'SelectiveScanCudaFn', 'selective_scan_cuda', 'sim_check', 'run_sim_check', 'ptx_report', 'scan_floor_bytes',
-           'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
+           'SelectiveScanCudaFn', 'selective_scan_cuda', 'sim_check', 'run_sim_check', 'ptx_report', 'ptxas_report',
+           'scan_floor_bytes', 'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
            'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
@@ -1293,7 +1293,27 @@ def ptx_report(names=("fwd_warp", "bwd_warp", "fwd_chan", "bwd_chan"), cc=(9, 0)
                    "atom_shared": sum("atom.shared" in l for l in ls), "lines": len(ls)}
     return rep
 
-# %% ../nbs/02_scan_cuda.ipynb #c041
+def ptxas_report(names=("fwd_blk", "fwd_seq", "bwd_seq", "fwd_warp", "bwd_warp"), cc=(9, 0))->dict:
+    "Assemble kernels for `cc` with ptxas (through nvJitLink, no GPU needed): registers, spills, stack, shared memory, warps/SM."
+    import re
+    from cuda.bindings import nvjitlink as nj
+    rep = {}
+    for nm in names:
+        ptx = _ptx(nm, cc=cc).encode()
+        h = nj.create(4, [f"-arch=sm_{cc[0]}{cc[1]}", "-O3", "-verbose", "-Xptxas=-v"])
+        try:
+            nj.add_data(h, nj.InputType.PTX, ptx, len(ptx), nm); nj.complete(h)
+            buf = bytearray(nj.get_info_log_size(h)); nj.get_info_log(h, buf); log = buf.decode(errors="replace")
+        finally: nj.destroy(h)
+        num = lambda pat: int(m.group(1)) if (m := re.search(pat, log)) else None
+        regs = num(r"Used (\d+) registers")
+        rep[nm] = dict(registers=regs, spill_stores=num(r"(\d+) bytes spill stores"), spill_loads=num(r"(\d+) bytes spill loads"),
+                       stack_bytes=num(r"(\d+) bytes stack frame"), static_smem_bytes=num(r"(\d+) bytes smem"),
+                       # H100: 64 K registers and ≤ 64 warps per SM; registers are allocated per warp in units of 256
+                       warps_per_sm_by_registers=min(64, 65536 // (-(-regs * 32 // 256) * 256)) if regs else None)
+    return rep
+
+# %% ../nbs/02_scan_cuda.ipynb #c043
 MAMBA_SSM_H100 = {  # issue 3: mamba_ssm CUDA kernel, H100 80GB, fp32, CUDA events, median of 30 (fwd ms, fwd+bwd ms)
     "grouped": {(232, 96, 3136, 4): (3.48, 16.17)},
     "per_direction": {(58, 24, 3136, 1): (0.236, 0.878), (58, 48, 784, 1): (0.106, 0.491),
@@ -1361,7 +1381,7 @@ def gpu_check(n_random:int=8, seed:int=0, tol32:float=1e-4, tol16:float=2e-2, im
                 metric="relative L2 error ||x - ref|| / ||ref|| vs the float64 NumPy reference (msmamba_nb.scan), per output",
                 cases=rows)
 
-# %% ../nbs/02_scan_cuda.ipynb #c042
+# %% ../nbs/02_scan_cuda.ipynb #c044
 def _rand_inputs(Bt, Dch, L, N=16, G=4, grad=False, seed=0, device="cuda"):
     "Random fp32 scan inputs on the GPU (mamba_ssm test distributions)."
     g = torch.Generator(device=device).manual_seed(seed)
@@ -1467,7 +1487,7 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
                       f"torch path: one run at batch {torch_batch} (PyTorch sequential loop, msmamba_nb.scan.selective_scan_torch)"),
                 grouped=by[impls[0]]["grouped"], released=by[impls[0]]["released"], by_impl=by, torch_path=tp)
 
-# %% ../nbs/02_scan_cuda.ipynb #c043
+# %% ../nbs/02_scan_cuda.ipynb #c045
 def _label(m:str, bench:dict)->str:
     "Display name of an impl in a benchmark (v3 says which backward it ran with)."
     if m == "blk" and bench.get("blk_config", {}).get("bwd") == "seq": return "v3 fwd + v2 bwd"

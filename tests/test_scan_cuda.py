@@ -129,3 +129,11 @@ print("RES", float((out - ref).abs().max()), err)"""
     assert p.returncode == 0, p.stderr[-3000:]
     o, g = map(float, p.stdout.split("RES", 1)[1].split())
     assert o < 1e-5 and g < 1e-4, (o, g)   # same function and same gradients through the compiled model
+
+def test_ptxas_report_no_spills():
+    "ptxas (nvJitLink, no GPU) assembles the default kernels without spills; the backward's register count is recorded."
+    rp = sc.ptxas_report(("fwd_blk", "fwd_seq", "bwd_seq"))
+    for nm, r in rp.items():
+        assert r["registers"] and r["spill_stores"] == 0 and r["spill_loads"] == 0, (nm, r)
+    assert rp["fwd_blk"]["static_smem_bytes"] >= 2 * 16 * (sc.BLK_TILE + 1) * 4      # the B, C tiles
+    assert rp["bwd_seq"]["warps_per_sm_by_registers"] < rp["fwd_blk"]["warps_per_sm_by_registers"]
