@@ -85,15 +85,16 @@ def test_blk_shape():
         parts, rpb, nth = sc._blk_shape(dk)
         assert parts * rpb >= dk > (parts - 1) * rpb and nth % 32 == 0 and 4 * rpb <= nth <= 128
 
-def test_sim_v3_kernels_vs_reference():
-    # v3 forward + v2 backward: a group split over 2 blocks, whole groups, N < 16, z, L % 4 != 0
-    code = """import json, msmamba_nb.scan_cuda as m
-res = m.sim_check([(1, 12, 9, 4, 1, ("z",)), (1, 8, 13, 5, 2, ("noD", "nosp", "B3"))], impl="blk", tile=8, rows=8)
-print('JSON' + json.dumps(res))"""
-    for r in _sim(code):
-        assert r["impl"] == "blk"
+def _sim_kernels_ok(cases, impl, **kw):
+    "Warp-shuffle kernels `impl` in the simulator on `cases`: every output and gradient within 1e-5 of the reference."
+    for r in _sim(f"import json, msmamba_nb.scan_cuda as m\nprint('JSON' + json.dumps(m.sim_check({cases!r}, impl={impl!r}, **{kw!r})))"):
+        assert r["impl"] == impl
         errs = {k: v for k, v in r.items() if k not in ("case", "impl", "dtype")}
         assert "dB" in errs and max(errs.values()) < 1e-5, r
+
+def test_sim_v3_kernels_vs_reference():
+    # v3 forward + v2 backward: a group split over 2 blocks, whole groups, N < 16, z, L % 4 != 0
+    _sim_kernels_ok([(1, 12, 9, 4, 1, ("z",)), (1, 8, 13, 5, 2, ("noD", "nosp", "B3"))], "blk", tile=8, rows=8)
 
 def test_impl_dispatch():
     assert sc._impl("auto", 16, 232 * 96) == "blk" and sc._impl("auto", 16, 58 * 24) == "warp"
@@ -102,13 +103,7 @@ def test_impl_dispatch():
 
 def test_sim_v2_kernels_vs_reference():
     # 8 rows of one group per warp (warp-reduced dB/dC), rows straddling groups (per-lane atomics), N < 16, L % 4 != 0
-    code = """import json, msmamba_nb.scan_cuda as m
-res = m.sim_check([(2, 8, 23, 16, 1, ()), (1, 4, 9, 3, 2, ("z", "nobias")), (1, 8, 13, 5, 2, ("noD", "nosp", "B3", "z"))], impl="seq", tile=8)
-print('JSON' + json.dumps(res))"""
-    for r in _sim(code):
-        assert r["impl"] == "seq"
-        errs = {k: v for k, v in r.items() if k not in ("case", "impl", "dtype")}
-        assert "dB" in errs and max(errs.values()) < 1e-5, r
+    _sim_kernels_ok([(2, 8, 23, 16, 1, ()), (1, 4, 9, 3, 2, ("z", "nobias")), (1, 8, 13, 5, 2, ("noD", "nosp", "B3", "z"))], "seq", tile=8)
 
 def test_torch_compile_with_numba_scan():
     "torch.compile(model) runs forward+backward with the Numba scan inside (the scan is opaque to dynamo)."
