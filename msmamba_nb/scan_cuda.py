@@ -538,8 +538,8 @@ def _make_bwd_chan(tile:int=WARP * ITEMS):
     return _with_consts(_bwd_chan, TILE=tile, TILE1=tile + 1)
 
 # %% ../nbs/02_scan_cuda.ipynb #c023
-def _rs4(y0, y1, y2, y3, j):
-    "Reduce-scatter over a row's 4 lanes (lane bits 0-1): lane j returns the row's sum of its y_j."
+def _rs4(y0, y1, y2, y3, j, m):
+    "Reduce-scatter over the 4 lanes j·m apart (j = 0..3): lane j returns the 4 lanes' sum of its y_j."
     if (j & 2) == 0:
         k0 = y0
         k1 = y1
@@ -550,15 +550,15 @@ def _rs4(y0, y1, y2, y3, j):
         k1 = y3
         s0 = y0
         s1 = y1
-    k0 += cuda.shfl_xor_sync(_FULL, s0, 2)
-    k1 += cuda.shfl_xor_sync(_FULL, s1, 2)
+    k0 += cuda.shfl_xor_sync(_FULL, s0, 2 * m)
+    k1 += cuda.shfl_xor_sync(_FULL, s1, 2 * m)
     if (j & 1) == 0:
         kp = k0
         sd = k1
     else:
         kp = k1
         sd = k0
-    return kp + cuda.shfl_xor_sync(_FULL, sd, 1)
+    return kp + cuda.shfl_xor_sync(_FULL, sd, m)
 
 def _steps4(x, xu, base, j, nv, a2, h, y, Bs, Cs, o, stride, N):
     "Four steps (the first `nv` valid) of the thread's 4 states: h ← exp2(Δ·A·log2e)·h + Δu·B; y[i] = Σ_states C·h."
@@ -641,7 +641,7 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
                         n = j * 4 + s
                         if n < N:
                             states[srow + k * N + n] = h[s]
-            yv = RS4(y[0], y[1], y[2], y[3], j)     # lane j ends with y of step t0 + j
+            yv = RS4(y[0], y[1], y[2], y[3], j, 1)     # lane j ends with y of step t0 + j
             if active and t < L:
                 o = yv + Dd * uu
                 if (flags & 2) != 0:
@@ -811,41 +811,9 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
                         q[s] = aa[i * 4 + s] * gg
                     if tt < L:
                         if uni:
-                            # sum over the warp's 8 rows: lanes xor 16, 8 split the 4 states, xor 4 finishes
-                            if (lane & 16) == 0:
-                                kb0 = vb[0]
-                                kb1 = vb[1]
-                                sb0 = vb[2]
-                                sb1 = vb[3]
-                                kc0 = vc[0]
-                                kc1 = vc[1]
-                                sc0 = vc[2]
-                                sc1 = vc[3]
-                            else:
-                                kb0 = vb[2]
-                                kb1 = vb[3]
-                                sb0 = vb[0]
-                                sb1 = vb[1]
-                                kc0 = vc[2]
-                                kc1 = vc[3]
-                                sc0 = vc[0]
-                                sc1 = vc[1]
-                            kb0 += cuda.shfl_xor_sync(_FULL, sb0, 16)
-                            kb1 += cuda.shfl_xor_sync(_FULL, sb1, 16)
-                            kc0 += cuda.shfl_xor_sync(_FULL, sc0, 16)
-                            kc1 += cuda.shfl_xor_sync(_FULL, sc1, 16)
-                            if (lane & 8) == 0:
-                                mb = kb0
-                                xb = kb1
-                                mc = kc0
-                                xc = kc1
-                            else:
-                                mb = kb1
-                                xb = kb0
-                                mc = kc1
-                                xc = kc0
-                            mb += cuda.shfl_xor_sync(_FULL, xb, 8)
-                            mc += cuda.shfl_xor_sync(_FULL, xc, 8)
+                            # sum over the warp's 8 rows (lane bits 2-4): lane bits 3-4 split the 4 states, bit 2 finishes
+                            mb = RS4(vb[0], vb[1], vb[2], vb[3], lane >> 3, 8)
+                            mc = RS4(vc[0], vc[1], vc[2], vc[3], lane >> 3, 8)
                             mb += cuda.shfl_xor_sync(_FULL, mb, 4)
                             mc += cuda.shfl_xor_sync(_FULL, mc, 4)
                             n = j * 4 + ((lane >> 4) & 1) * 2 + ((lane >> 3) & 1)
@@ -859,11 +827,11 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
                                     cuda.atomic.add(dB_o, brow + n * L + tt, vb[s])
                                     cuda.atomic.add(dC_o, brow + n * L + tt, vc[s])
                 # reduce-scatter of du, ddelta (and y for dz) over the row's 4 lanes: lane j gets step t0 + j
-                pu = RS4(dua[0], dua[1], dua[2], dua[3], j)
-                pdd = RS4(dda[0], dda[1], dda[2], dda[3], j)
+                pu = RS4(dua[0], dua[1], dua[2], dua[3], j, 1)
+                pdd = RS4(dda[0], dda[1], dda[2], dda[3], j, 1)
                 py = float32(0.0)
                 if has_z:
-                    py = RS4(yp[0], yp[1], yp[2], yp[3], j)
+                    py = RS4(yp[0], yp[1], yp[2], yp[3], j, 1)
                 if active and t < L:
                     ddt = pdd * sgm
                     du_o[row + t] = pu * x + Dd * gy
@@ -973,7 +941,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                     x = math.log1p(math.exp(x))
                 xu = x * uu
                 STEPS4(x, xu, base, j, tl - c, a2, h, y, sB, sC, c, TP, N)
-                yv = RS4(y[0], y[1], y[2], y[3], j)
+                yv = RS4(y[0], y[1], y[2], y[3], j, 1)
                 if active and t < L:
                     ov = yv + Dd * uu
                     if (flags & 2) != 0:

@@ -392,9 +392,10 @@ def train(cfg:TrainConfig,              # the run's options
     t_start = time.time()
     world, rank, local = dist_env()
     ddp, main = world > 1, rank == 0
+    load = lambda: load_data(cfg.dataset, cfg.data_root, cfg.pack, cfg.split, subset=cfg.subset, workers=cfg.workers,
+                             progress=cfg.progress)   # cfg as it stands when called (a resume replaces it)
     if cfg.run_dir is None:   # name the run after the data it really trains on (a pack knows its split); same on resume
-        if data is None: data = load_data(cfg.dataset, cfg.data_root, cfg.pack, cfg.split, subset=cfg.subset,
-                                          workers=cfg.workers, progress=cfg.progress)
+        if data is None: data = load()
         cfg.run_dir = cfg.default_run_dir(data)
     run = Path(cfg.run_dir or cfg.default_run_dir())
     last_p, best_p = run/'checkpoint_last.pt', run/'checkpoint_best.pt'
@@ -428,8 +429,7 @@ def train(cfg:TrainConfig,              # the run's options
 
     # --- data ---
     if data is None:
-        data = load_data(cfg.dataset, cfg.data_root, cfg.pack, cfg.split, subset=cfg.subset, workers=cfg.workers,
-                         progress=cfg.progress)
+        data = load()
     for s in SPLITS:
         if s not in data.splits or len(data.splits[s]) == 0: raise DataError(f"{data.dataset}: the {s} split is empty")
     mean, std, stats_src = _norm_for(data)
