@@ -110,6 +110,7 @@ def read_run(run_dir:str|Path) -> dict:
         synthetic=bool(_get(dat, 'synthetic', default=False) or _get(cfg, 'synthetic', default=False)),
         finished=bool(met) and met.get('complete', True) is True and _get(met, 'OA', 'oa', 'acc', 'accuracy') is not None,
         status=met.get('status', 'finished') if met else sta.get('status', 'running (no metrics.json yet)'),   # status.json: why a run stopped
+        resumable=bool(met.get('resumable', True) if met else sta.get('resumable', True)),
         OA=pct(_get(met, 'OA', 'oa', 'acc', 'accuracy')),
         AUC=pct(_get(met, 'AUC', 'auc')),
         n_test=_get(met, 'n_test'),
@@ -277,8 +278,10 @@ def table1(runs:list,               # from find_runs
                 ss = [r for r in sel if r['synthetic'] == synthetic]
                 for proto in sorted({r['protocol'] for r in ss}) or ['']:
                     rows.append(_our_row(v, split, synthetic, [r for r in ss if r['protocol'] == proto], sizes, results_dir, proto))
-                p = [r['name'] for r in pending if r['variant'] == v and r['split'] == split and r['synthetic'] == synthetic]
-                if p: rows[-1]['note'] += f"; not counted (incomplete, resumable): {', '.join(p)}"
+                for res, word in ((True, 'resumable'), (False, 'to be rerun')):
+                    p = [r['name'] for r in pending if r['variant'] == v and r['split'] == split and r['synthetic'] == synthetic
+                         and r['resumable'] == res]
+                    if p: rows[-1]['note'] += f"; not counted (incomplete, {word}): {', '.join(p)}"
         for rec in records or []:
             if rec['variant'] == v and rec['part'] == 'test' and not rec['subset']: rows.append(_record_row(v, rec, sizes, results_dir))
     return rows
