@@ -558,6 +558,10 @@ def train(cfg:TrainConfig,              # the run's options
         out = dict(complete=False, status=st['status'], resumable=True, epochs_run=st['epoch'], note='no validation yet')
         _write_json(run/'metrics.json', out); return out
     best = load_checkpoint(best_p, map_location=device)
+    if best.get('epoch') != st['best_epoch']:   # e.g. a resumed run whose best file was not carried along
+        raise CheckpointError(f"{best_p} holds epoch {best.get('epoch')}, but the run's best val accuracy "
+                              f"({st['best_val_acc']:.4f}) was at epoch {st['best_epoch']}: that checkpoint is missing, "
+                              f"so the protocol's test (best checkpoint, once) cannot run")
     model.load_state_dict(best['model'])
     te = data.splits['test']
     te_x, te_y = eval_resize(te, cfg.img_size).to(device), torch.from_numpy(te.labels).to(device)

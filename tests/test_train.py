@@ -158,6 +158,15 @@ def test_time_budget_then_resume(tiny, tmp_path):
     m3 = train(TrainConfig(run_dir=str(tmp_path/'b'), progress=False, device='cpu'), resume=True, data=data)
     assert m3 == m2   # already complete: nothing happens
 
+def test_resume_refuses_to_test_a_stale_best_checkpoint(tiny, tmp_path):
+    root, data = tiny
+    m = train(_cfg(root, tmp_path/'b'), data=data)
+    (tmp_path/'b'/'metrics.json').unlink()              # as if killed during the test: resuming goes straight to it
+    best = load_checkpoint(tmp_path/'b'/'checkpoint_best.pt'); best['epoch'] = m['best_epoch'] % 3 + 1
+    save_checkpoint(best, tmp_path/'b'/'checkpoint_best.pt')   # a best file from another epoch than the run's best
+    with pytest.raises(CheckpointError, match=f"best val accuracy .* was at epoch {m['best_epoch']}"):
+        train(TrainConfig(run_dir=str(tmp_path/'b'), progress=False, device='cpu'), resume=True, data=data)
+
 def test_early_stop_in_run(tiny, tmp_path):
     root, data = tiny
     m = train(_cfg(root, tmp_path/'e', epochs=30, lr=0.5, patience=2), data=data)   # a huge lr: val loss gets worse
