@@ -119,7 +119,7 @@ def read_run(run_dir:str|Path) -> dict:
         fidelity=_fidelity(dat),
         hardware=_get(env, 'gpu', 'hardware.gpu', 'device', 'hardware'),
         log=read_log(d/'log.jsonl'),
-        predictions=(d/'predictions.csv') if (d/'predictions.csv').exists() else None,
+        predictions=next((d/n for n in ('predictions.csv', 'predictions.csv.gz') if (d/n).exists()), None),
         config=cfg, data=dat, metrics=met, env=env)
 
 def _fidelity(dat:dict) -> str:
@@ -281,7 +281,12 @@ def table1(runs:list,               # from find_runs
                 for res, word in ((True, 'resumable'), (False, 'to be rerun')):
                     p = [r['name'] for r in pending if r['variant'] == v and r['split'] == split and r['synthetic'] == synthetic
                          and r['resumable'] == res]
-                    if p: rows[-1]['note'] += f"; not counted (incomplete, {word}): {', '.join(p)}"
+                    if not p: continue
+                    rows[-1]['note'] += f"; not counted (incomplete, {word}): {', '.join(p)}"
+                    rows[-1]['method'] = rows[-1]['method'].replace('not trained yet', 'training unfinished')
+                    for d in {r['dataset'] for r in pending if r['name'] in p}:   # a cell with no finished run says why
+                        for m in ('OA', 'AUC'):
+                            if rows[-1].get(f'{d}_{m}') == NOT_RUN_YET: rows[-1][f'{d}_{m}'] = f'unfinished ({word})'
         for rec in records or []:
             if rec['variant'] == v and rec['part'] == 'test' and not rec['subset']: rows.append(_record_row(v, rec, sizes, results_dir))
     return rows

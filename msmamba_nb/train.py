@@ -326,8 +326,9 @@ def save_predictions(path:str|Path,     # CSV file to write (parent folders are 
     return path
 
 def load_predictions(path:str|Path) -> tuple:
-    "(probs (n, K) float64, labels (n,) int, files list) from a predictions CSV."
-    with open(path, newline='') as f:
+    "(probs (n, K) float64, labels (n,) int, files list) from a predictions CSV (or .csv.gz)."
+    import gzip
+    with (gzip.open(path, 'rt', newline='') if str(path).endswith('.gz') else open(path, newline='')) as f:
         r = csv.reader(f); head = next(r); rows = list(r)
     k = [h for h in head if h.startswith('prob_')]
     if head[:2] != ['file', 'label'] or not k: raise ValueError(f"{path}: expected columns file,label,prob_0..; got {head}")

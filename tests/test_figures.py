@@ -3,7 +3,7 @@ import csv, json
 from pathlib import Path
 import pytest
 from msmamba_nb import figures as F
-from msmamba_nb.reproduce import load_predictions
+from msmamba_nb.train import load_predictions
 
 SIZES = {v: dict(params_m=p, gmacs=g, num_classes=2, source='test') for v, p, g in (('t', 3.55, .64), ('s', 4.2, .75), ('b', 8.38, 1.5))}
 
@@ -160,3 +160,17 @@ def test_committed_table1_regenerates_from_committed_data(tmp_path):
     make_all(repo/'paper_figures'/'data', tmp_path)
     assert (tmp_path/'table1.md').read_text() == (repo/'paper_figures'/'table1.md').read_text()
     assert (tmp_path/'table1.csv').read_text() == (repo/'paper_figures'/'table1.csv').read_text()
+
+
+def test_committed_runs_metrics_match_their_predictions():
+    "Every committed GPU run with test predictions: OA and AUC recomputed from them equal its metrics.json."
+    from sklearn.metrics import roc_auc_score
+    root = Path(__file__).parents[1]/'paper_figures'/'data'
+    runs = [r for r in F.find_runs(root) if r.get('predictions') and not r['synthetic']]
+    assert len(runs) >= 3, [r['name'] for r in F.find_runs(root)]
+    for r in runs:
+        probs, labels, files = load_predictions(r['predictions'])
+        m = json.loads((Path(r['predictions']).parent/'metrics.json').read_text())
+        assert len(labels) == m['n_test'] == len(set(files))
+        assert abs((probs.argmax(1) == labels).mean() - m['OA']) < 1e-9, r['name']
+        assert abs(roc_auc_score(labels, probs[:, 1]) - m['AUC']) < 1e-4, r['name']   # probs stored to 6 decimals
