@@ -716,24 +716,36 @@ RELEASED_REFERENCE = dict(
 def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
 
-def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, comp, comp_mode, infer_bs, seed):
+def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, comp, comp_mode, infer_bs, seed, graph=False):
     torch.manual_seed(seed)
     model = build_model(variant, num_classes, mk).to(dev)
     if cl: model = model.to(memory_format=torch.channels_last)
     fwd = torch.compile(model, mode=comp_mode) if comp else model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, capturable=graph)
     fmt = torch.channels_last if cl else torch.contiguous_format
     x = torch.randn(bs, 3, img, img, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (bs,), device=dev)
     if dev.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
     times = []
     model.train()
-    for i in range(warmup + steps):
-        _sync(dev); t0 = time.perf_counter()
+    def step(set_to_none=True):
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             out = fwd(x)
         loss = F.cross_entropy(out.float(), y)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        opt.zero_grad(set_to_none=set_to_none); loss.backward(); opt.step()
+    if graph:   # the whole step (forward, backward, Adam) captured once as a CUDA graph, then replayed: no launch overhead
+        if dev.type != 'cuda': raise ValueError('+graph needs a CUDA device')
+        side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(max(3, warmup)): step()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph(); opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(g): step(set_to_none=False)
+        run, warmup = g.replay, 1
+    else: run = step
+    for i in range(warmup + steps):
+        _sync(dev); t0 = time.perf_counter()
+        run()
         _sync(dev); dt = time.perf_counter() - t0
         if i >= warmup: times.append(dt)
     res = dict(train_step_ms_median=1e3 * float(np.median(times)), train_img_s=bs / float(np.median(times)),
@@ -769,7 +781,8 @@ def main_bench_train(argv:list|None=None)->int:
     p.add_argument('--img-size', type=int, default=224, help='input side (default 224)')
     p.add_argument('--steps', type=int, default=20, help='timed steps (default 20; the median is reported)')
     p.add_argument('--warmup', type=int, default=5, help='untimed steps first (default 5; compile happens here)')
-    p.add_argument('--configs', default='fp32,bf16,bf16+cl', help="comma list of precision[+cl][+compile], e.g. fp32,bf16+cl+compile (default fp32,bf16,bf16+cl)")
+    p.add_argument('--configs', default='fp32,bf16,bf16+cl', help="comma list of precision[+cl][+compile][+graph], e.g. fp32,bf16+cl+compile,fp32+graph "
+                   "(graph: the whole training step captured as one CUDA graph; default fp32,bf16,bf16+cl)")
     p.add_argument('--compile', action='store_true', help='also run every config with +compile')
     p.add_argument('--compile-mode', help='torch.compile mode')
     p.add_argument('--infer-batches', default='58,256', help='inference batch sizes (default 58,256)')
@@ -789,12 +802,13 @@ def main_bench_train(argv:list|None=None)->int:
     results = []
     for c in confs:
         parts = c.split('+')
-        if parts[0] not in ('fp32', 'bf16') or not set(parts[1:]) <= {'cl', 'compile'}:
-            print(f'msmamba bench-train: bad config {c!r} (use fp32|bf16 with +cl and/or +compile)', file=sys.stderr); return 2
-        r = dict(config=c, precision=parts[0], channels_last='cl' in parts, compile='compile' in parts,
+        if parts[0] not in ('fp32', 'bf16') or not set(parts[1:]) <= {'cl', 'compile', 'graph'}:
+            print(f'msmamba bench-train: bad config {c!r} (use fp32|bf16 with +cl, +compile and/or +graph)', file=sys.stderr); return 2
+        r = dict(config=c, precision=parts[0], channels_last='cl' in parts, compile='compile' in parts, cuda_graph='graph' in parts,
                  batch=a.batch_size, img_size=a.img_size, steps=a.steps, warmup=a.warmup)
         try: r.update(_bench_one(a.variant, a.num_classes, mk, dev, a.batch_size, a.img_size, a.steps, a.warmup,
-                                 parts[0] == 'bf16', 'cl' in parts, 'compile' in parts, a.compile_mode, ibs, a.seed))
+                                 parts[0] == 'bf16', 'cl' in parts, 'compile' in parts, a.compile_mode, ibs, a.seed,
+                                 'graph' in parts))
         except Exception as e: r['error'] = f'{type(e).__name__}: {e}'[:500]
         if dev.type == 'cuda': torch.cuda.empty_cache()
         results.append(r)

@@ -239,6 +239,9 @@ def test_bench_train_cpu(tmp_path, capsys):
         assert set(r['infer_img_s']) == {'4', '8'}
     assert b['released_reference']['train_img_s']['fp32']['H100'] == 152 and 'git' in b['env']
     assert T.main_bench_train(['--configs', 'fp16', '--device', 'cpu']) == 2
+    assert T.main_bench_train(['--variant', 'toy', '--img-size', '32', '--batch-size', '4', '--steps', '1', '--warmup', '1',
+                               '--device', 'cpu', '--configs', 'fp32+graph', '--out', str(out)]) == 1   # CUDA graphs need a GPU
+    assert json.loads(out.read_text())['results'][0]['error'] == 'ValueError: +graph needs a CUDA device'
 
 # ---------------------------------------------------------------- a short real training run
 def _real_run(tmp_path, **kw):
