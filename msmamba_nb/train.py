@@ -740,7 +740,7 @@ def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, 
             for _ in range(max(3, warmup)): step()
         torch.cuda.current_stream().wait_stream(side)
         g = torch.cuda.CUDAGraph(); opt.zero_grad(set_to_none=True)
-        with torch.cuda.graph(g): step(set_to_none=False)
+        with torch.cuda.graph(g, stream=side): step(set_to_none=False)   # same stream as the warm-up (Numba's stream cache)
         run, warmup = g.replay, 1
     else: run = step
     for i in range(warmup + steps):
