@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN_TILE', 'cuda', 'float32', 'SEQ_TILE', 'SEQ_NS',
-           'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS',
-           'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda', 'scan_bwd_cuda',
-           'SelectiveScanCudaFn', 'selective_scan_cuda', 'sim_check', 'run_sim_check', 'ptx_report', 'ptxas_report',
-           'scan_floor_bytes', 'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
+           'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'V4_LPR', 'V4_WARPS', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'BWD_VARIANTS',
+           'BWD_VARIANT', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS', 'H100_SM', 'MAMBA_SSM_H100', 'STAGE_SHAPES',
+           'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda', 'scan_bwd_cuda', 'SelectiveScanCudaFn', 'selective_scan_cuda',
+           'sim_check', 'run_sim_check', 'bwd_variant_report', 'ptx_report', 'ptxas_report', 'scan_floor_bytes',
+           'scan_config', 'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
            'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
@@ -957,8 +958,346 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                         STEPS4=_dev(_steps4, STRIDE=tile + 1, CHECKN=False), RS4=_dev(_rs4))
 
 # %% ../nbs/02_scan_cuda.ipynb #c030
+def _rs8(y, j, m):
+    "Reduce-scatter over the 8 lanes j·m apart (j = 0..7): lane j returns the 8 lanes' sum of y[j] (y: 8 values)."
+    if (j & 4) == 0:
+        k0 = y[0] + cuda.shfl_xor_sync(_FULL, y[4], 4 * m)
+        k1 = y[1] + cuda.shfl_xor_sync(_FULL, y[5], 4 * m)
+        k2 = y[2] + cuda.shfl_xor_sync(_FULL, y[6], 4 * m)
+        k3 = y[3] + cuda.shfl_xor_sync(_FULL, y[7], 4 * m)
+    else:
+        k0 = y[4] + cuda.shfl_xor_sync(_FULL, y[0], 4 * m)
+        k1 = y[5] + cuda.shfl_xor_sync(_FULL, y[1], 4 * m)
+        k2 = y[6] + cuda.shfl_xor_sync(_FULL, y[2], 4 * m)
+        k3 = y[7] + cuda.shfl_xor_sync(_FULL, y[3], 4 * m)
+    return RS4(k0, k1, k2, k3, j & 3, m)
+
+V4_LPR = 8         # lanes per row in the v4 backward (8: 2 states per lane, 4 rows per warp; 4: 4 states, 8 rows)
+V4_WARPS = 2       # warps per v4 block (each warp has its own shared-memory slices: no block barriers)
+
+def _v4_shape(Dk:int, lpr:int=V4_LPR)->tuple:
+    "v4 launch split of a group's Dk channels: (warps per group, rows per warp)."
+    rpw = WARP // lpr
+    return -(-Dk // rpw), rpw
+
+def _v4_smem_floats(tile:int=BLK_TILE, lpr:int=V4_LPR, sub:int|None=None)->int:
+    "Shared-memory floats per v4 warp: B and C tiles (16 × (tile+1) each), h checkpoints, the dB/dC transpose buffer."
+    sub = lpr if sub is None else sub
+    return 2 * 16 * (tile + 1) + (tile // sub) * (16 // lpr) * WARP + WARP * sub
+
+def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|None=None, zgate:bool=True):
+    "Factory of the v4 backward: warp per (b, group, 32/lpr rows), per-warp B/C tiles in shared memory, the next tile loaded behind each sub-chunk."
+    # lane = (row r = lane // LPR, jj = lane % LPR); lane holds states n = jj·NS + s (s < NS); sub-chunk = SUB ≤ LPR steps
+    # (lane jj loads step js = jj % SUB of it; lanes jj ≥ SUB duplicate); dB/dC: reduce-scatter over the RPW rows, then
+    # a swizzled shared-memory transpose so that each atomic instruction covers PPI states × SUB consecutive steps;
+    # ZG False compiles the z gate out (the launcher picks the kernel by whether z is given); shared-memory indices go
+    # through U (uint64): Numba adds no negative-index wraparound for unsigned indices (−15 % PTX instructions, −10 registers)
+    def _bwd_v4(u, dl, A, Bm, Cm, Dv, z, bias, dout, states,
+                du_o, ddl_o, dz_o, dA_o, dB_o, dC_o, dD_o, dbias_o,
+                Bt, Dch, L, N, G, ntiles, S, CPB, flags):
+        sB = cuda.shared.array(SMBC, float32)
+        sC = cuda.shared.array(SMBC, float32)
+        sH = cuda.shared.array(SMH, float32)
+        sT = cuda.shared.array(SMT, float32)
+        lane = cuda.threadIdx.x & 31
+        w = cuda.threadIdx.x >> 5
+        Dk = Dch // G
+        wpg = (Dk + RPW - 1) // RPW
+        wg = cuda.blockIdx.x * WPB + w
+        if wg >= Bt * G * wpg:
+            return
+        bg = wg // wpg
+        wi = wg - bg * wpg
+        jj = lane & (LPR - 1)
+        js = jj & (SUB - 1)
+        own = jj < SUB
+        rr = lane // LPR
+        base = lane - jj
+        rl = wi * RPW + rr
+        active = rl < Dk
+        if not active:
+            rl = wi * RPW
+        b = bg // G
+        grp = bg - b * G
+        d = grp * Dk + rl
+        ch = b * Dch + d
+        row = ch * L
+        brow = bg * N * L
+        srow = ch * ntiles * N
+        ob = w * (16 * TP)
+        oh = w * (TILE // SUB) * NS * 32
+        ot = w * 32 * SUB
+        # this lane's dB/dC slot after the row reduce-scatter: quantity q = rr // NS, state n = jj·NS + rr % NS
+        pq = (rr // NS) * 16 + jj * NS + (rr % NS)
+        pw = ot + pq * SUB
+        psw = (pq // PPI) & (SUB - 1)
+        # refill / staging slot: step lane % SUB of a sub-chunk, states lane // SUB + PPI·m
+        fi = lane % SUB
+        fn = lane // SUB
+        has_z = ZG and (flags & 2) != 0
+        sp = (flags & 4) != 0
+        Dd = float32(0.0)
+        bd = float32(0.0)
+        if (flags & 1) != 0:
+            Dd = Dv[d]
+        if (flags & 8) != 0:
+            bd = bias[d]
+        an = cuda.local.array(NS, float32)
+        a2 = cuda.local.array(NS, float32)
+        q = cuda.local.array(NS, float32)
+        dAp = cuda.local.array(NS, float32)
+        h = cuda.local.array(NS, float32)
+        for s in range(NS):
+            n = jj * NS + s
+            an[s] = float32(0.0)
+            if n < N:
+                an[s] = A[d * N + n]
+            a2[s] = an[s] * float32(LOG2E)
+            q[s] = float32(0.0)
+            dAp[s] = float32(0.0)
+        hh = cuda.local.array(HH, float32)
+        aa = cuda.local.array(AA, float32)
+        dua = cuda.local.array(SUB, float32)
+        dda = cuda.local.array(SUB, float32)
+        yp = cuda.local.array(SUB, float32)
+        vv = cuda.local.array(RPW, float32)
+        rb = cuda.local.array(SUB2, float32)
+        rc = cuda.local.array(SUB2, float32)
+        # stage the last tile's B, C (columns of its partial last sub-chunk onwards take the tile before it)
+        kl = ntiles - 1
+        nsl = (L - kl * TILE + SUB - 1) // SUB
+        for c in range(TILE // SUB):
+            col = c * SUB + fi
+            kt = kl
+            if c >= nsl:
+                kt = kl - 1
+            t = kt * TILE + col
+            ok = kt >= 0 and t < L
+            for m in range(SUB2):
+                n = fn + PPI * m
+                bx = float32(0.0)
+                cx = float32(0.0)
+                if ok and n < N:
+                    bx = Bm[brow + n * L + t]
+                    cx = Cm[brow + n * L + t]
+                sB[U(ob + n * TP + col)] = bx
+                sC[U(ob + n * TP + col)] = cx
+        cuda.syncwarp(_FULL)
+        pD = float32(0.0)
+        pbias = float32(0.0)
+        xn = float32(0.0)
+        un = float32(0.0)
+        if kl * TILE + js < L:
+            xn = dl[row + kl * TILE + js]
+            un = u[row + kl * TILE + js]
+        xq = float32(0.0)
+        uq = float32(0.0)
+        gq = float32(0.0)
+        zq = float32(0.0)
+        for kk in range(ntiles):
+            k = ntiles - 1 - kk
+            tb = k * TILE
+            tl = min(TILE, L - tb)
+            nsub = (tl + SUB - 1) // SUB
+            # pass 1: recompute the tile forward from the stored state; h at each sub-chunk start → shared memory
+            for s in range(NS):
+                n = jj * NS + s
+                h[s] = float32(0.0)
+                if k > 0 and n < N:
+                    h[s] = states[srow + (k - 1) * N + n]
+            for c in range(nsub):
+                for s in range(NS):
+                    sH[U(oh + (c * NS + s) * 32 + lane)] = h[s]
+                x = xn + bd
+                uu = un
+                if c + 1 < nsub:
+                    tn = tb + (c + 1) * SUB + js
+                    xn = float32(0.0)
+                    un = float32(0.0)
+                    if tn < L:
+                        xn = dl[row + tn]
+                        un = u[row + tn]
+                    if sp and x <= float32(20.0):
+                        x = math.log1p(math.exp(x))
+                    xu = x * uu
+                    for i in range(SUB):
+                        di = cuda.shfl_sync(_FULL, x, base + i)
+                        dui = cuda.shfl_sync(_FULL, xu, base + i)
+                        for s in range(NS):
+                            n = jj * NS + s
+                            h[s] = math.exp2(di * a2[s]) * h[s] + dui * sB[U(ob + n * TP + c * SUB + i)]
+                else:
+                    # last sub-chunk: no recompute needed; fetch pass 2's first inputs
+                    tn = tb + c * SUB + js
+                    xq = float32(0.0)
+                    uq = float32(0.0)
+                    gq = float32(0.0)
+                    zq = float32(0.0)
+                    if tn < L:
+                        xq = dl[row + tn]
+                        uq = u[row + tn]
+                        gq = dout[row + tn]
+                        if has_z:
+                            zq = z[row + tn]
+            # pass 2: sub-chunks last to first; inputs one sub-chunk ahead, tile k-1's B/C columns refilled behind
+            for cc in range(nsub):
+                c = nsub - 1 - cc
+                t0 = tb + c * SUB
+                t = t0 + js
+                nv = tl - c * SUB
+                x = xq + bd
+                uu = uq
+                go = gq
+                zz = zq
+                if c > 0:
+                    tn = t - SUB
+                    xq = dl[row + tn]
+                    uq = u[row + tn]
+                    gq = dout[row + tn]
+                    if has_z:
+                        zq = z[row + tn]
+                elif k > 0:
+                    tn = tb - TILE + js
+                    xn = dl[row + tn]
+                    un = u[row + tn]
+                if k > 0:
+                    tr = tb - TILE + c * SUB + fi
+                    for m in range(SUB2):
+                        n = fn + PPI * m
+                        rb[m] = float32(0.0)
+                        rc[m] = float32(0.0)
+                        if n < N:
+                            rb[m] = Bm[brow + n * L + tr]
+                            rc[m] = Cm[brow + n * L + tr]
+                sgm = float32(1.0)
+                if sp and x <= float32(20.0):
+                    ex = math.exp(x)
+                    sgm = ex / (float32(1.0) + ex)
+                    x = math.log1p(ex)
+                gy = go
+                sz = float32(0.0)
+                if has_z:
+                    sz = float32(1.0) / (float32(1.0) + math.exp(-zz))
+                    gy = go * zz * sz
+                valid = active and t < L
+                if not valid:
+                    gy = float32(0.0)
+                xu = x * uu
+                for s in range(NS):
+                    hh[s] = sH[U(oh + (c * NS + s) * 32 + lane)]
+                for i in range(SUB):
+                    di = cuda.shfl_sync(_FULL, x, base + i)
+                    dui = cuda.shfl_sync(_FULL, xu, base + i)
+                    for s in range(NS):
+                        n = jj * NS + s
+                        a = float32(1.0)
+                        bx = float32(0.0)
+                        if i < nv:
+                            bx = sB[U(ob + n * TP + c * SUB + i)]
+                            a = math.exp2(di * a2[s])
+                        aa[i * NS + s] = a
+                        hh[(i + 1) * NS + s] = a * hh[i * NS + s] + dui * bx
+                for i in range(SUB):
+                    dua[i] = float32(0.0)
+                    dda[i] = float32(0.0)
+                    yp[i] = float32(0.0)
+                for ii in range(SUB):
+                    i = SUB - 1 - ii
+                    di = cuda.shfl_sync(_FULL, x, base + i)
+                    dui = cuda.shfl_sync(_FULL, xu, base + i)
+                    dyi = cuda.shfl_sync(_FULL, gy, base + i)
+                    ui = cuda.shfl_sync(_FULL, uu, base + i)
+                    for s in range(NS):
+                        n = jj * NS + s
+                        cx = float32(0.0)
+                        bx = float32(0.0)
+                        if i < nv:
+                            o = ob + n * TP + c * SUB + i
+                            cx = sC[U(o)]
+                            bx = sB[U(o)]
+                        gg = cx * dyi + q[s]
+                        ah = aa[i * NS + s] * hh[i * NS + s]
+                        dua[i] += gg * bx
+                        dda[i] += gg * (bx * ui + an[s] * ah)
+                        dAp[s] += gg * di * ah
+                        vv[s] = gg * dui
+                        vv[NS + s] = dyi * hh[(i + 1) * NS + s]
+                        yp[i] += cx * hh[(i + 1) * NS + s]
+                        q[s] = aa[i * NS + s] * gg
+                    # sum over the warp's RPW rows: lane (rr, jj) gets vv[rr] → transpose buffer, step-swizzled
+                    if RPW == 4:
+                        mv = RS4(vv[0], vv[1], vv[2], vv[3], rr, LPR)
+                    else:
+                        mv = RS8(vv, rr, LPR)
+                    sT[U(pw + (i ^ psw))] = mv
+                cuda.syncwarp(_FULL)
+                # atomics: instruction kq covers states PPI·kq .. PPI·kq + PPI - 1 (dB, then dC) × SUB consecutive steps
+                for kq in range(SUB):
+                    p = kq * PPI + fn
+                    v = sT[U(ot + p * SUB + (fi ^ kq))]
+                    n = p & 15
+                    if n < N and fi < nv:
+                        if kq < SUB2:
+                            cuda.atomic.add(dB_o, brow + n * L + t0 + fi, v)
+                        else:
+                            cuda.atomic.add(dC_o, brow + n * L + t0 + fi, v)
+                if k > 0:
+                    for m in range(SUB2):
+                        n = fn + PPI * m
+                        sB[U(ob + n * TP + c * SUB + fi)] = rb[m]
+                        sC[U(ob + n * TP + c * SUB + fi)] = rc[m]
+                cuda.syncwarp(_FULL)
+                # du, ddelta (and y for dz): reduce-scatter over the row's LPR lanes, lane jj gets step t0 + jj
+                if SUB == 8:
+                    pu = RS8(dua, jj, 1)
+                    pdd = RS8(dda, jj, 1)
+                else:
+                    pu = RS4(dua[0], dua[1], dua[2], dua[3], js, 1)
+                    pdd = RS4(dda[0], dda[1], dda[2], dda[3], js, 1)
+                    if LPR == 8:
+                        pu += cuda.shfl_xor_sync(_FULL, pu, 4)
+                        pdd += cuda.shfl_xor_sync(_FULL, pdd, 4)
+                py = float32(0.0)
+                if has_z:
+                    if SUB == 8:
+                        py = RS8(yp, jj, 1)
+                    else:
+                        py = RS4(yp[0], yp[1], yp[2], yp[3], js, 1)
+                        if LPR == 8:
+                            py += cuda.shfl_xor_sync(_FULL, py, 4)
+                if valid and own:
+                    ddt = pdd * sgm
+                    du_o[row + t] = pu * x + Dd * gy
+                    ddl_o[row + t] = ddt
+                    pD += gy * uu
+                    pbias += ddt
+                    if has_z:
+                        dz_o[row + t] = go * (py + Dd * uu) * sz * (float32(1.0) + zz * (float32(1.0) - sz))
+        for r in range(LOGL):
+            pD += cuda.shfl_xor_sync(_FULL, pD, 1 << r)
+            pbias += cuda.shfl_xor_sync(_FULL, pbias, 1 << r)
+        if active:
+            for s in range(NS):
+                n = jj * NS + s
+                if n < N:
+                    cuda.atomic.add(dA_o, d * N + n, dAp[s])
+            if jj == 0:
+                if (flags & 1) != 0:
+                    cuda.atomic.add(dD_o, d, pD)
+                if (flags & 8) != 0:
+                    cuda.atomic.add(dbias_o, d, pbias)
+    sub = lpr if sub is None else sub
+    assert lpr in (4, 8) and sub in (4, 8) and sub <= lpr and tile % sub == 0, (lpr, sub, tile)
+    ns = 16 // lpr
+    from numba import uint64
+    return _with_consts(_bwd_v4, U=uint64, ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
+                        PPI=WARP // sub, LOGL=lpr.bit_length() - 1, HH=(sub + 1) * ns, AA=sub * ns, WPB=warps,
+                        SMBC=warps * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=warps * WARP * sub,
+                        RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)))
+
+# %% ../nbs/02_scan_cuda.ipynb #c032
 _FACTORIES = dict(fwd_warp=_make_fwd_warp, bwd_warp=_make_bwd_warp, fwd_chan=_make_fwd_chan, bwd_chan=_make_bwd_chan,
-                  fwd_seq=_make_fwd_seq, bwd_seq=_make_bwd_seq, fwd_blk=_make_fwd_blk)
+                  fwd_seq=_make_fwd_seq, bwd_seq=_make_bwd_seq, fwd_blk=_make_fwd_blk, bwd_v4=_make_bwd_v4)
 _N_ARR = dict(fwd=10, bwd=18)    # array arguments (then int64 scalars: 7 for fwd, 9 for bwd)
 _N_INT = dict(fwd=7, bwd=9)
 _KERNELS, _STREAMS, _DUMMY = {}, {}, {}
@@ -980,16 +1319,16 @@ def _ptx(name:str, cc=(9, 0), **kw)->str:
     try: return c.compile_ptx(_FACTORIES[name](**kw), _signature(name[:3]), cc=cc, fastmath=True)[0]
     finally: nd.get_current_device = real
 
-def _kernel(name:str, **kw):
-    "Compiled (dispatcher, low-level kernel or None) for a variant, cached."
-    key = (name,) + tuple(sorted(kw.items()))
+def _kernel(name:str, maxreg:int|None=None, **kw):
+    "Compiled (dispatcher, low-level kernel or None) for a variant (`maxreg`: ptxas register cap), cached."
+    key = (name, maxreg) + tuple(sorted(kw.items()))
     if key not in _KERNELS:
         c = _cuda()
         fn = _FACTORIES[name](**kw)
         if _simulator():
             _KERNELS[key] = (c.jit(fn), None)
         else:
-            disp = c.jit(_signature(name[:3]), fastmath=True)(fn)
+            disp = c.jit(_signature(name[:3]), fastmath=True, max_registers=maxreg)(fn)
             _KERNELS[key] = (disp, next(iter(disp.overloads.values())))
     return _KERNELS[key]
 
@@ -1032,7 +1371,7 @@ def _dummy(device)->torch.Tensor:
     if device not in _DUMMY: _DUMMY[device] = torch.zeros(1, device=device)
     return _DUMMY[device]
 
-# %% ../nbs/02_scan_cuda.ipynb #c032
+# %% ../nbs/02_scan_cuda.ipynb #c034
 def _f32(t): return None if t is None else t.detach().to(torch.float32).contiguous()
 
 def _out(shape, like, zero=False):
@@ -1055,6 +1394,32 @@ def _bwd_config(Bt:int, G:int, Dk:int, N:int)->tuple:
     S = max(S, s_min)
     CPB = -(-Dk // S)
     return W, -(-Dk // CPB), CPB
+
+BWD_VARIANTS = {    # backward kernels behind impl "blk"/"seq": (kernel, factory arguments, ptxas register cap)
+    "v2": ("bwd_seq", {}, None),                               # 4 lanes per row, 8 rows per warp: the measured default
+    "v2_r128": ("bwd_seq", {}, 128),                           # same code capped at 128 registers
+    "v2_r168": ("bwd_seq", {}, 168),                           # same code capped at 168 registers
+    "v4": ("bwd_v4", dict(lpr=8, sub=4, warps=2), 128),        # 8 lanes per row, 4-step sub-chunks, capped at 128
+    "v4_nocap": ("bwd_v4", dict(lpr=8, sub=4, warps=2), None), # the same kernel without the cap (no spills)
+    "v4_s8": ("bwd_v4", dict(lpr=8, sub=8, warps=2), 128),     # 8-step sub-chunks: less overhead per step, more spills
+    "v4_l4": ("bwd_v4", dict(lpr=4, sub=4, warps=2), None),    # v4 with v2's 4 lanes per row (8 rows share a warp's tile)
+}
+BWD_VARIANT = os.environ.get("MSMAMBA_SCAN_BWD", "v2")   # backward of impl "blk"/"seq" (GPU timing decides the default)
+
+def _bwd_variant(v:str|None=None)->tuple:
+    "(kernel name, factory kwargs, register cap) of a backward variant (None → BWD_VARIANT)."
+    v = BWD_VARIANT if v is None else v
+    if v not in BWD_VARIANTS: raise ValueError(f"backward variant must be one of {tuple(BWD_VARIANTS)}, got {v!r}")
+    return BWD_VARIANTS[v]
+
+def _bwd_launch_shape(v:str, Bt:int, Dch:int, G:int)->tuple:
+    "(blocks, threads per block) of backward variant `v` for an impl 'blk'/'seq' call."
+    name, kw, _ = _bwd_variant(v)
+    if name == "bwd_v4":
+        wpg, _ = _v4_shape(Dch // G, kw.get("lpr", V4_LPR))
+        return -(-(Bt * G * wpg) // kw["warps"]), WARP * kw["warps"]
+    nt = 4 * Bt * Dch
+    return -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32)
 
 IMPLS = ("auto", "blk", "seq", "warp_v1", "warp", "chan")   # auto (default), v3, v2, v1 warp scan (+ its old name), thread per channel
 DEFAULT_IMPL = os.environ.get("MSMAMBA_SCAN_IMPL", "auto")
@@ -1098,8 +1463,8 @@ def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_soft
         _launch("fwd_chan", -(-Bt * Dch // 32), 32, 0, arrs, ints, tile=CHAN_TILE)
     return out, states
 
-def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus=True, impl=None):
-    "Backward launch: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in float32 (None for absent D, z, bias)."
+def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus=True, impl=None, bwd=None):
+    "Backward launch: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in float32 (None for absent D, z, bias); `bwd`: variant (None → BWD_VARIANT)."
     Bt, Dch, L = u.shape
     G, N = B.shape[1], A.shape[1]
     impl = _impl(impl, N, Bt * Dch)
@@ -1118,17 +1483,19 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     arrs = [u, delta, A, B, C, o(D), o(z), o(delta_bias), dout, states, du, ddl, o(dz), dA, dB, dC, o(dD), o(db)]
     ints = [Bt, Dch, L, N, G, ntiles, S, CPB, _flags(D, z, delta_bias, delta_softplus) | (16 if atomic else 0) | (32 if staged else 0)]
     if Bt * Dch * L == 0: return du, ddl, dA, dB, dC, dD, dz, db
-    if impl in ("seq", "blk"):      # v3 = v3 forward + v2 backward (same 64-step stored states)
+    if impl in ("seq", "blk"):      # v3 = v3 forward + a v2/v4 backward variant (same 64-step stored states)
         assert impl == "seq" or BLK_TILE == SEQ_TILE, "the v2 backward reads v3 forward states only when the tiles agree"
-        nt = 4 * Bt * Dch
-        _launch("bwd_seq", -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32), 0, arrs, ints, tile=SEQ_TILE)
+        name, kw, mr = _bwd_variant(bwd)
+        grid, block = _bwd_launch_shape(BWD_VARIANT if bwd is None else bwd, Bt, Dch, G)
+        if name == "bwd_v4": kw = dict(kw, zgate=z is not None)
+        _launch(name, grid, block, 0, arrs, ints, tile=SEQ_TILE if impl == "seq" else BLK_TILE, maxreg=mr, **kw)
     elif impl == "warp":
         _launch("bwd_warp", Bt * G * S, WARP * W, 4 * (4 if staged else 2) * N * (WARP * ITEMS + ITEMS), arrs, ints, items=ITEMS)
     else:
         _launch("bwd_chan", -(-Bt * Dch // 32), 32, 0, arrs, ints, tile=CHAN_TILE)
     return du, ddl, dA, dB, dC, dD, dz, db
 
-# %% ../nbs/02_scan_cuda.ipynb #c033
+# %% ../nbs/02_scan_cuda.ipynb #c035
 class SelectiveScanCudaFn(torch.autograd.Function):
     "Autograd Function around the Numba CUDA forward/backward kernels (chunk states saved, h recomputed)."
     @staticmethod
@@ -1176,13 +1543,14 @@ def selective_scan_cuda(u:torch.Tensor,               # input (Bt, D_, L), fp32/
     if u.shape[1] % G: raise ValueError(f"channels {u.shape[1]} not divisible by groups {G}")
     return SelectiveScanCudaFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl)
 
-# %% ../nbs/02_scan_cuda.ipynb #c037
+# %% ../nbs/02_scan_cuda.ipynb #c039
 _SIM_SHUFFLES = False
 
 def _install_sim_shuffles():
-    "Teach the CUDA simulator warp shuffles: the 32 threads of a warp meet at a barrier and swap values."
+    "Teach the CUDA simulator warp shuffles and `syncwarp`: the 32 threads of a warp meet at a barrier and swap values."
     global _SIM_SHUFFLES
     import threading
+    sys.setswitchinterval(1e-4)   # 32 Python threads pass barriers in turn: a short GIL switch interval makes it ~10× faster
     from numba.cuda.simulator import kernelapi
     lock, bars, slots = threading.Lock(), {}, {}
     def exchange(val, src):
@@ -1200,6 +1568,7 @@ def _install_sim_shuffles():
     M.shfl_up_sync = lambda self, mask, v, d: exchange(v, lambda l: l - d if l >= d else l)
     M.shfl_down_sync = lambda self, mask, v, d: exchange(v, lambda l: l + d if l + d < 32 else l)
     M.shfl_xor_sync = lambda self, mask, v, m: exchange(v, lambda l: l ^ m)
+    M.syncwarp = lambda self, mask=_FULL: exchange(None, lambda l: l)
     _SIM_SHUFFLES = True
 
 def sim_check(cases:list|None=None,  # [(Bt, D_, L, N, G, opts)]; opts: subset of {"z", "noD", "nobias", "nosp", "B3"}
@@ -1207,17 +1576,19 @@ def sim_check(cases:list|None=None,  # [(Bt, D_, L, N, G, opts)]; opts: subset o
               tile:int=16,          # tile of the twins / 32·items of the warp kernels (small: tiles chain at tiny L)
               seed:int=0,
               rows:int=8,           # rows per v3 block (small: groups split into parts with few threads)
+              bwd:str|None=None,    # backward variant of "seq"/"blk" (None → BWD_VARIANT)
              )->list:               # one dict per case: relative L2 errors of out and of each gradient
     "Run kernels through `selective_scan_cuda` in the simulator (NUMBA_ENABLE_CUDASIM=1) against the NumPy reference."
-    global CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS
+    global CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS, BWD_VARIANT
     assert _simulator(), "needs NUMBA_ENABLE_CUDASIM=1 (set before numba is imported)"
     cases = cases or [(2, 4, 37, 4, 2, ()), (1, 2, 1, 1, 1, ()), (2, 4, 20, 3, 4, ("z", "nobias")),
                       (1, 4, 9, 2, 2, ("noD", "nosp", "B3"))]
     if impl in ("warp", "seq", "blk"): _install_sim_shuffles()
-    old = CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS
+    old = CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS, BWD_VARIANT
     CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS = tile, max(1, tile // WARP), max(4, tile // 4 * 4), max(4, tile // 4 * 4), rows
+    if bwd is not None: BWD_VARIANT = bwd
     try: return [_check_case(*cs, seed=seed + i, impl=impl, device="cpu") for i, cs in enumerate(cases)]
-    finally: CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS = old
+    finally: CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS, BWD_VARIANT = old
 
 def _check_case(Bt, Dc, L, N, G, opts=(), seed=0, impl="warp", device="cuda", dtype=torch.float32):
     "One random case through `selective_scan_cuda` + backward vs the float64 NumPy reference: relative L2 errors."
@@ -1250,6 +1621,31 @@ def run_sim_check(timeout:int=300, **kw)->list:
     if p.returncode: raise RuntimeError(p.stderr[-3000:])
     return json.loads(p.stdout.split("JSON", 1)[1])
 
+H100_SM = dict(sms=132, regs=65536, smem=233472, smem_reserved=1024, threads=2048, blocks=32)   # per SM (cc 9.0)
+
+def _occupancy(regs:int, smem:int, threads:int, sm:dict=H100_SM)->int:
+    "Resident blocks per SM for a kernel with `regs` registers/thread, `smem` bytes and `threads` threads per block."
+    wpb = -(-threads // 32)
+    by_regs = sm["regs"] // (-(-regs * 32 // 256) * 256) // wpb     # registers: per warp, in units of 256
+    by_smem = sm["smem"] // (smem + sm["smem_reserved"])
+    return min(by_regs, by_smem, sm["threads"] // (32 * wpb), sm["blocks"])
+
+def bwd_variant_report(variants:tuple|None=None,      # BWD_VARIANTS keys (None → all)
+                       shape:tuple=(232, 96, 3136),          # (Bt, D_, L) with G = 4 (default: stage 1)
+                       cc=(9, 0))->dict:
+    "Per backward variant, without a GPU: ptxas registers/spills/shared memory, launch shape, warps per SM and waves at `shape`."
+    Bt, Dch, L = shape
+    rep = {}
+    for v in variants or tuple(BWD_VARIANTS):
+        r = ptxas_report((v,), cc=cc)[v]
+        blocks, threads = _bwd_launch_shape(v, Bt, Dch, 4)
+        per_sm = _occupancy(r["registers"], r["static_smem_bytes"] or 0, threads)
+        name, kw, mr = BWD_VARIANTS[v]
+        rep[v] = dict(r, kernel=name, args=kw, maxreg=mr, threads_per_block=threads, blocks=blocks,
+                      warps=blocks * threads // 32, warps_per_sm=per_sm * threads // 32,
+                      waves=round(blocks / (H100_SM["sms"] * per_sm), 2))
+    return rep
+
 def ptx_report(names=("fwd_warp", "bwd_warp", "fwd_chan", "bwd_chan"), cc=(9, 0))->dict:
     "Compile kernels to PTX on any machine: per kernel, counts of .f64 lines, ex2.approx, shuffles and local memory."
     rep = {}
@@ -1261,14 +1657,17 @@ def ptx_report(names=("fwd_warp", "bwd_warp", "fwd_chan", "bwd_chan"), cc=(9, 0)
                    "atom_shared": sum("atom.shared" in l for l in ls), "lines": len(ls)}
     return rep
 
-def ptxas_report(names=("fwd_blk", "fwd_seq", "bwd_seq", "fwd_warp", "bwd_warp"), cc=(9, 0))->dict:
+def ptxas_report(names=("fwd_blk", "fwd_seq", "bwd_seq", "fwd_warp", "bwd_warp"), # kernel names or BWD_VARIANTS keys
+                 cc=(9, 0))->dict:
     "Assemble kernels for `cc` with ptxas (through nvJitLink, no GPU needed): registers, spills, stack, shared memory, warps/SM."
     import re
     from cuda.bindings import nvjitlink as nj
     rep = {}
     for nm in names:
-        ptx = _ptx(nm, cc=cc).encode()
-        h = nj.create(4, [f"-arch=sm_{cc[0]}{cc[1]}", "-O3", "-verbose", "-Xptxas=-v"])
+        kn, kw, mr = (nm, {}, None) if nm in _FACTORIES else _bwd_variant(nm)
+        if kn == "bwd_v4" and nm not in _FACTORIES: kw = dict(kw, zgate=False)   # variants: the build calls without z run
+        ptx = _ptx(kn, cc=cc, **kw).encode()
+        h = nj.create(4 + (mr is not None), [f"-arch=sm_{cc[0]}{cc[1]}", "-O3", "-verbose", "-Xptxas=-v"] + ([f"-maxrregcount={mr}"] if mr else []))
         try:
             nj.add_data(h, nj.InputType.PTX, ptx, len(ptx), nm); nj.complete(h)
             buf = bytearray(nj.get_info_log_size(h)); nj.get_info_log(h, buf); log = buf.decode(errors="replace")
@@ -1281,7 +1680,7 @@ def ptxas_report(names=("fwd_blk", "fwd_seq", "bwd_seq", "fwd_warp", "bwd_warp")
                        warps_per_sm_by_registers=min(64, 65536 // (-(-regs * 32 // 256) * 256)) if regs else None)
     return rep
 
-# %% ../nbs/02_scan_cuda.ipynb #c043
+# %% ../nbs/02_scan_cuda.ipynb #c049
 MAMBA_SSM_H100 = {  # issue 3: mamba_ssm CUDA kernel, H100 80GB, fp32, CUDA events, median of 30 (fwd ms, fwd+bwd ms)
     "grouped": {(232, 96, 3136, 4): (3.48, 16.17)},
     "per_direction": {(58, 24, 3136, 1): (0.236, 0.878), (58, 48, 784, 1): (0.106, 0.491),
@@ -1293,8 +1692,14 @@ def scan_floor_bytes(Bt, Dch, L, N=16, G=4, s=4)->tuple:
     "Memory-floor bytes (forward, backward) of scan_notes §6.1 (fp32, grouped B/C, no z)."
     return s * (3 * Bt * Dch * L + 2 * Bt * G * N * L), s * (5 * Bt * Dch * L + 4 * Bt * G * N * L)
 
+def scan_config()->dict:
+    "The scan kernels a run uses: impl (env MSMAMBA_SCAN_IMPL), what grouped calls resolve to, the backward variant of 'blk'/'seq' (env MSMAMBA_SCAN_BWD)."
+    name, kw, mr = _bwd_variant()
+    return dict(impl=DEFAULT_IMPL, grouped_calls=_impl(None, 16, SEQ_MIN_ROWS), blk_bwd=BWD_VARIANT, blk_bwd_kernel=name,
+                blk_bwd_args=dict(kw), blk_bwd_maxreg=mr, blk_tile=BLK_TILE)
+
 def _env()->dict:
-    "GPU, driver, versions, date, git commit."
+    "GPU, driver, versions, date, git commit, scan config."
     import numba
     try: import numba_cuda; nbc = numba_cuda.__version__
     except Exception: nbc = None
@@ -1305,7 +1710,7 @@ def _env()->dict:
                 driver=sh(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]),
                 torch=torch.__version__, cuda_runtime=torch.version.cuda, numba=numba.__version__, numba_cuda=nbc,
                 numpy=np.__version__, python=platform.python_version(), git_commit=os.environ.get("MSMAMBA_GIT_COMMIT") or sh(["git", "rev-parse", "--verify", "-q", "HEAD"]),
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), scan=scan_config())
 
 def gpu_cases(n_random:int=8, seed:int=0, impl:str="blk")->list:
     "The GPU check list: (Bt, D_, L, N, G, opts, impl, dtype) — fixed edge cases plus `n_random` random ones."
@@ -1349,7 +1754,7 @@ def gpu_check(n_random:int=8, seed:int=0, tol32:float=1e-4, tol16:float=2e-2, im
                 metric="relative L2 error ||x - ref|| / ||ref|| vs the float64 NumPy reference (msmamba_nb.scan), per output",
                 cases=rows)
 
-# %% ../nbs/02_scan_cuda.ipynb #c044
+# %% ../nbs/02_scan_cuda.ipynb #c050
 def _rand_inputs(Bt, Dch, L, N=16, G=4, grad=False, seed=0, device="cuda"):
     "Random fp32 scan inputs on the GPU (mamba_ssm test distributions)."
     g = torch.Generator(device=device).manual_seed(seed)
@@ -1446,7 +1851,7 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
             print(f"torch path {tp[-1]['shape']}: fwd {tf*1e3:.1f} ms, fwd+bwd {tfb*1e3:.1f} ms (one run)", flush=True)
             del x, a; torch.cuda.empty_cache()
     return dict(env=_env(), reps=reps, hbm_bw_bytes_per_s=HBM_BW, impls=list(impls), headline=impls[0],
-                blk_config=dict(tile=BLK_TILE, rows=BLK_ROWS, bwd="seq"),
+                blk_config=dict(tile=BLK_TILE, rows=BLK_ROWS, bwd=BWD_VARIANT),
                 tiles=dict(blk=BLK_TILE, seq=SEQ_TILE, warp=WARP * ITEMS),
                 note=("fwd_ms / fwdbwd_ms: median per-call CUDA-event time through selective_scan_cuda (autograd wrapper, "
                       "host overhead included); *_kernel: launches without the wrapper; impls timed shape by shape in one "
@@ -1455,10 +1860,12 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
                       f"torch path: one run at batch {torch_batch} (PyTorch sequential loop, msmamba_nb.scan.selective_scan_torch)"),
                 grouped=by[impls[0]]["grouped"], released=by[impls[0]]["released"], by_impl=by, torch_path=tp)
 
-# %% ../nbs/02_scan_cuda.ipynb #c045
+# %% ../nbs/02_scan_cuda.ipynb #c051
 def _label(m:str, bench:dict)->str:
     "Display name of an impl in a benchmark (v3 says which backward it ran with)."
-    if m == "blk" and bench.get("blk_config", {}).get("bwd") == "seq": return "v3 fwd + v2 bwd"
+    bwd = bench.get("blk_config", {}).get("bwd")
+    if m == "blk" and bwd in ("seq", "v2"): return "v3 fwd + v2 bwd"
+    if m == "blk" and bwd: return f"v3 fwd + {bwd} bwd"
     return IMPL_NAMES.get(m, m)
 
 def _by_impl(bench:dict)->dict:

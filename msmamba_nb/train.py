@@ -223,9 +223,9 @@ def environment_info()->dict:
                 scan=_scan_config())
 
 def _scan_config()->dict:
-    "The CUDA scan kernels a run uses (impl; env MSMAMBA_SCAN_IMPL overrides; impl 'blk' = v3 forward + v2 backward)."
+    "The CUDA scan kernels a run uses (impl and backward variant; env MSMAMBA_SCAN_IMPL / MSMAMBA_SCAN_BWD override)."
     from msmamba_nb import scan_cuda as sc
-    return dict(impl=sc.DEFAULT_IMPL, grouped_calls=sc._impl(None, 16, sc.SEQ_MIN_ROWS), blk_bwd='seq', blk_tile=sc.BLK_TILE)
+    return sc.scan_config()
 
 def seed_everything(seed:int):
     "Seed python, numpy and torch (CPU and all GPUs)."

@@ -132,3 +132,59 @@ def test_ptxas_report_no_spills():
         assert r["registers"] and r["spill_stores"] == 0 and r["spill_loads"] == 0, (nm, r)
     assert rp["fwd_blk"]["static_smem_bytes"] >= 2 * 16 * (sc.BLK_TILE + 1) * 4      # the B, C tiles
     assert rp["bwd_seq"]["warps_per_sm_by_registers"] < rp["fwd_blk"]["warps_per_sm_by_registers"]
+
+@pytest.mark.parametrize("bwd,cases,tile", [
+    # v4 (8 lanes per row, 4-step sub-chunks): z, two groups; N = 3 with a group's rows not filling its last warp and a
+    # stored-state tile taking columns of the tile before it; L = 1, N = 1; G = 4 with 2 rows per group, batch 2
+    ("v4", [(1, 8, 13, 16, 2, ("z",)), (1, 6, 9, 3, 2, ("noD", "nosp", "nobias", "B3")), (1, 4, 1, 1, 1, ()),
+            (2, 8, 7, 2, 4, ("z", "nobias"))], 8),
+    ("v4", [(1, 4, 16, 16, 1, ())], 8),                                   # L a multiple of the tile
+    ("v4", [(1, 4, 23, 16, 1, ("bigdelta",))], 16),                       # 4 sub-chunks per tile, softplus threshold
+    ("v4_s8", [(1, 8, 19, 16, 2, ("z",)), (1, 6, 9, 3, 2, ("noD", "nosp", "nobias", "B3"))], 16),   # 8-step sub-chunks
+    ("v4_l4", [(1, 16, 11, 16, 2, ("z",)), (1, 12, 6, 5, 1, ("noD", "nosp"))], 8),                     # 4 lanes per row
+])
+def test_sim_v4_kernels_vs_reference(bwd, cases, tile):
+    "The v4 backward variants (v3 forward before them) in the simulator against the float64 reference."
+    _sim_kernels_ok(cases, "seq" if bwd != "v4" else "blk", tile=tile, rows=8, bwd=bwd)
+
+def test_ptx_v4_kernels():
+    for kw in (dict(lpr=8, sub=4), dict(lpr=8, sub=8), dict(lpr=4, sub=4), dict(lpr=8, sub=4, zgate=False)):
+        lines = sc._ptx("bwd_v4", cc=(9, 0), **kw).splitlines()
+        assert ".target sm_90" in "\n".join(lines[:40])
+        assert sum(".f64" in l for l in lines) == 0, f"{kw}: fp64 instructions in PTX"
+        assert any("ex2.approx" in l for l in lines) and sum("shfl.sync" in l for l in lines) >= 30, kw
+        assert any("ld.shared.f32" in l for l in lines) and any("atom.global.add.f32" in l for l in lines), kw
+        assert any("bar.warp.sync" in l for l in lines), kw                  # syncwarp around the per-warp tiles
+        assert not any(".local" in l for l in lines), f"{kw}: local memory in PTX"
+        assert not any("call" in l.split() for l in lines), f"{kw}: device functions not inlined"
+
+def test_bwd_variants_ptxas():
+    "Registers, spills and occupancy of the backward variants (ptxas through nvJitLink, no GPU)."
+    rp = sc.bwd_variant_report(("v2", "v2_r128", "v4", "v4_nocap", "v4_l4"))
+    for v in ("v4", "v4_nocap", "v4_l4"):                                     # the v4 kernels do not spill (no-z builds)
+        assert rp[v]["spill_stores"] == 0 and rp[v]["spill_loads"] == 0 and rp[v]["stack_bytes"] == 0, (v, rp[v])
+    assert rp["v4"]["registers"] <= 128
+    assert rp["v2_r128"]["registers"] <= 128 and rp["v2"]["registers"] > 128
+    assert rp["v4"]["warps_per_sm"] >= 2 * rp["v2"]["warps_per_sm"] and rp["v4"]["static_smem_bytes"] <= 48 * 1024
+    assert rp["v4"]["warps"] == 232 * 4 * 6 and rp["v2"]["warps"] == 232 * 96 // 8             # stage 1: rows / rows per warp
+
+def test_bwd_variant_knob():
+    assert sc.BWD_VARIANT == os.environ.get("MSMAMBA_SCAN_BWD", "v2") and set(sc.BWD_VARIANTS) >= {"v2", "v2_r128", "v4"}
+    with pytest.raises(ValueError): sc._bwd_variant("nope")
+    for v in sc.BWD_VARIANTS:                 # every group row gets a warp lane; v4 warps never span two groups
+        for Bt, Dch, G in [(232, 96, 4), (3, 20, 4), (1, 7, 1)]:
+            blocks, thr = sc._bwd_launch_shape(v, Bt, Dch, G)
+            assert thr % 32 == 0 and blocks * thr >= 4 * Bt * Dch, (v, Bt, Dch, G)
+    code = "import msmamba_nb.scan_cuda as sc; print(sc.BWD_VARIANT, sc.scan_config()['blk_bwd'], sc.scan_config()['blk_bwd_maxreg'])"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, MSMAMBA_SCAN_BWD="v4", OMP_NUM_THREADS="1"))
+    assert p.returncode == 0 and p.stdout.split() == ["v4", "v4", "128"], (p.stdout, p.stderr[-2000:])
+
+def test_bench_bwd_variants_dry_run():
+    "The GPU benchmark script's CPU side: lists every variant with its ptxas registers."
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "scan_bwd_variants.py")
+    p = subprocess.run([sys.executable, script, "--dry-run", "--variants", "v4,v2"], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.strip().splitlines()
+    assert [l.split()[0] for l in lines] == ["v2", "v4"] and all("ptxas regs" in l and "regs None" not in l for l in lines), p.stdout
