@@ -6,10 +6,10 @@
 __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN_TILE', 'cuda', 'float32', 'SEQ_TILE', 'SEQ_NS',
            'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'V4_LPR', 'V4_WARPS', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'BWD_VARIANTS',
            'BWD_VARIANT', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS', 'H100_SM', 'MAMBA_SSM_H100', 'STAGE_SHAPES',
-           'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda', 'scan_bwd_cuda', 'SelectiveScanCudaFn', 'selective_scan_cuda',
-           'sim_check', 'run_sim_check', 'bwd_variant_report', 'ptx_report', 'ptxas_report', 'scan_floor_bytes',
-           'scan_config', 'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
-           'main_bench_scan_cuda']
+           'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda', 'scan_bwd_cuda', 'plot_bwd_variants', 'SelectiveScanCudaFn',
+           'selective_scan_cuda', 'sim_check', 'run_sim_check', 'bwd_variant_report', 'ptx_report', 'ptxas_report',
+           'scan_floor_bytes', 'scan_config', 'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda',
+           'format_bench_cuda', 'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
 import math, os, sys, time, json, types, ctypes, argparse, platform, subprocess, datetime
@@ -1396,7 +1396,7 @@ def _bwd_config(Bt:int, G:int, Dk:int, N:int)->tuple:
     return W, -(-Dk // CPB), CPB
 
 BWD_VARIANTS = {    # backward kernels behind impl "blk"/"seq": (kernel, factory arguments, ptxas register cap)
-    "v2": ("bwd_seq", {}, None),                               # 4 lanes per row, 8 rows per warp: the measured default
+    "v2": ("bwd_seq", {}, None),                               # 4 lanes per row, 8 rows per warp: the default until v4
     "v2_r128": ("bwd_seq", {}, 128),                           # same code capped at 128 registers
     "v2_r168": ("bwd_seq", {}, 168),                           # same code capped at 168 registers
     "v4": ("bwd_v4", dict(lpr=8, sub=4, warps=2), 128),        # 8 lanes per row, 4-step sub-chunks, capped at 128
@@ -1404,7 +1404,7 @@ BWD_VARIANTS = {    # backward kernels behind impl "blk"/"seq": (kernel, factory
     "v4_s8": ("bwd_v4", dict(lpr=8, sub=8, warps=2), 128),     # 8-step sub-chunks: less overhead per step, more spills
     "v4_l4": ("bwd_v4", dict(lpr=4, sub=4, warps=2), None),    # v4 with v2's 4 lanes per row (8 rows share a warp's tile)
 }
-BWD_VARIANT = os.environ.get("MSMAMBA_SCAN_BWD", "v2")   # backward of impl "blk"/"seq" (GPU timing decides the default)
+BWD_VARIANT = os.environ.get("MSMAMBA_SCAN_BWD", "v4_nocap")   # backward of impl "blk"/"seq": the fastest on an H100 (section 7d)
 
 def _bwd_variant(v:str|None=None)->tuple:
     "(kernel name, factory kwargs, register cap) of a backward variant (None → BWD_VARIANT)."
@@ -1495,7 +1495,30 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
         _launch("bwd_chan", -(-Bt * Dch // 32), 32, 0, arrs, ints, tile=CHAN_TILE)
     return du, ddl, dA, dB, dC, dD, dz, db
 
-# %% ../nbs/02_scan_cuda.ipynb #c035
+# %% ../nbs/02_scan_cuda.ipynb #c037
+def plot_bwd_variants(rec:dict|str,   # benchmarks/scan_bwd_variants.py JSON (or its path)
+                      png:str|None=None, # where to save the plot
+                     ):
+    "Backward kernel and forward+backward ms of each backward variant at the four stage shapes (log scale)."
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if isinstance(rec, str): rec = json.load(open(rec))
+    vs = list(rec["summary"]); x = np.arange(len(rec["shapes"])); w = 0.8 / len(vs)
+    lab = [f"st{i+1}\nL={s['shape'][2]}" for i, s in enumerate(rec["shapes"])]
+    fig, axs = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, key, title in ((axs[0], "bwd_kernel_ms", "backward kernel"), (axs[1], "fwdbwd_ms", "forward + backward (autograd)")):
+        for i, v in enumerate(vs):
+            ok = rec["summary"][v]["check_pass"]
+            ax.bar(x - 0.4 + w * (i + 0.5), rec["summary"][v][key], w, label=v + ("" if ok else " (FAILED check)"), color=f"C{i}")
+        ax.set_xticks(x, lab, fontsize=7); ax.set_yscale("log"); ax.set_ylabel("ms per grouped call", fontsize=8)
+        ax.set_title(title, fontsize=9); ax.tick_params(labelsize=7)
+    axs[0].legend(fontsize=6)
+    fig.suptitle(f"scan backward variants (v3 forward), fp32, {rec['env'].get('gpu')}, commit {str(rec['env'].get('git_commit'))[:7]}", fontsize=9)
+    fig.tight_layout()
+    if png: fig.savefig(png, dpi=110)
+    return fig
+
+# %% ../nbs/02_scan_cuda.ipynb #c039
 class SelectiveScanCudaFn(torch.autograd.Function):
     "Autograd Function around the Numba CUDA forward/backward kernels (chunk states saved, h recomputed)."
     @staticmethod
@@ -1543,7 +1566,7 @@ def selective_scan_cuda(u:torch.Tensor,               # input (Bt, D_, L), fp32/
     if u.shape[1] % G: raise ValueError(f"channels {u.shape[1]} not divisible by groups {G}")
     return SelectiveScanCudaFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl)
 
-# %% ../nbs/02_scan_cuda.ipynb #c039
+# %% ../nbs/02_scan_cuda.ipynb #c043
 _SIM_SHUFFLES = False
 
 def _install_sim_shuffles():
@@ -1680,7 +1703,7 @@ def ptxas_report(names=("fwd_blk", "fwd_seq", "bwd_seq", "fwd_warp", "bwd_warp")
                        warps_per_sm_by_registers=min(64, 65536 // (-(-regs * 32 // 256) * 256)) if regs else None)
     return rep
 
-# %% ../nbs/02_scan_cuda.ipynb #c049
+# %% ../nbs/02_scan_cuda.ipynb #c053
 MAMBA_SSM_H100 = {  # issue 3: mamba_ssm CUDA kernel, H100 80GB, fp32, CUDA events, median of 30 (fwd ms, fwd+bwd ms)
     "grouped": {(232, 96, 3136, 4): (3.48, 16.17)},
     "per_direction": {(58, 24, 3136, 1): (0.236, 0.878), (58, 48, 784, 1): (0.106, 0.491),
@@ -1754,7 +1777,7 @@ def gpu_check(n_random:int=8, seed:int=0, tol32:float=1e-4, tol16:float=2e-2, im
                 metric="relative L2 error ||x - ref|| / ||ref|| vs the float64 NumPy reference (msmamba_nb.scan), per output",
                 cases=rows)
 
-# %% ../nbs/02_scan_cuda.ipynb #c050
+# %% ../nbs/02_scan_cuda.ipynb #c054
 def _rand_inputs(Bt, Dch, L, N=16, G=4, grad=False, seed=0, device="cuda"):
     "Random fp32 scan inputs on the GPU (mamba_ssm test distributions)."
     g = torch.Generator(device=device).manual_seed(seed)
@@ -1860,13 +1883,12 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
                       f"torch path: one run at batch {torch_batch} (PyTorch sequential loop, msmamba_nb.scan.selective_scan_torch)"),
                 grouped=by[impls[0]]["grouped"], released=by[impls[0]]["released"], by_impl=by, torch_path=tp)
 
-# %% ../nbs/02_scan_cuda.ipynb #c051
+# %% ../nbs/02_scan_cuda.ipynb #c055
 def _label(m:str, bench:dict)->str:
     "Display name of an impl in a benchmark (v3 says which backward it ran with)."
-    bwd = bench.get("blk_config", {}).get("bwd")
-    if m == "blk" and bwd in ("seq", "v2"): return "v3 fwd + v2 bwd"
-    if m == "blk" and bwd: return f"v3 fwd + {bwd} bwd"
-    return IMPL_NAMES.get(m, m)
+    bwd = bench.get("blk_config", {}).get("bwd")     # the backward behind blk and seq ("seq" in older files = v2)
+    if m not in ("blk", "seq") or not bwd or (m == "seq" and bwd in ("seq", "v2")): return IMPL_NAMES.get(m, m)
+    return f"{IMPL_NAMES[m]} fwd + {'v2' if bwd == 'seq' else bwd} bwd"
 
 def _by_impl(bench:dict)->dict:
     "{impl: {grouped, released}} of a benchmark JSON (older files: headline v2 plus a 'v1' entry)."

@@ -169,7 +169,7 @@ def test_bwd_variants_ptxas():
     assert rp["v4"]["warps"] == 232 * 4 * 6 and rp["v2"]["warps"] == 232 * 96 // 8             # stage 1: rows / rows per warp
 
 def test_bwd_variant_knob():
-    assert sc.BWD_VARIANT == os.environ.get("MSMAMBA_SCAN_BWD", "v2") and set(sc.BWD_VARIANTS) >= {"v2", "v2_r128", "v4"}
+    assert sc.BWD_VARIANT == os.environ.get("MSMAMBA_SCAN_BWD", "v4_nocap") and set(sc.BWD_VARIANTS) >= {"v2", "v2_r128", "v4"}
     with pytest.raises(ValueError): sc._bwd_variant("nope")
     for v in sc.BWD_VARIANTS:                 # every group row gets a warp lane; v4 warps never span two groups
         for Bt, Dch, G in [(232, 96, 4), (3, 20, 4), (1, 7, 1)]:
