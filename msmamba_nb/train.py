@@ -546,7 +546,6 @@ def train(cfg:TrainConfig,              # the run's options
         return logits.detach(), lsum.detach()
     graphed = GraphedStep(train_step, model, opt) if cfg.cuda_graph else None
     lr_t = opt.param_groups[0]['lr']
-    if graphed is not None: sched.base_lrs = [float(b) for b in sched.base_lrs]   # float schedule: fill_ without a sync
 
     steps_here, last_epoch_s = 0, None
     while st['epoch'] < cfg.epochs and st['status'] == 'running':

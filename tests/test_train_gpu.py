@@ -13,8 +13,8 @@ def tiny(tmp_path_factory):
     make_synthetic_dataset(root, 'MHIST', n_per_class=24, size=(40, 56))
     return root, load_data('MHIST', root)
 
-@pytest.mark.parametrize('model', [dict(variant='toy', model_kwargs=dict(drop=0.0)),   # no dropout: the same numbers drawn
-                                   dict(variant='t', model_kwargs=dict(depths=[1, 1, 1, 1], dims=[16, 32, 64, 128], drop_path_rate=0.0))])
+@pytest.mark.parametrize('model', [dict(variant='toy'),
+                                   dict(variant='t', model_kwargs=dict(depths=[1, 1, 1, 1], dims=[16, 32, 64, 128]))])
 def test_cuda_graph_trains_like_eager(tiny, tmp_path, model):
     "Same seed, same batches (a partial last batch runs eagerly): graph and eager runs end at the same weights and logs."
     root, data = tiny
@@ -23,8 +23,7 @@ def test_cuda_graph_trains_like_eager(tiny, tmp_path, model):
     w = {g: load_checkpoint(tmp_path/f'g{int(g)}'/'checkpoint_last.pt')['model'] for g in (False, True)}
     for k in w[False]:
         if w[False][k].is_floating_point():
-            d = (w[True][k] - w[False][k]).abs().max().item()
-            assert torch.allclose(w[True][k], w[False][k], rtol=1e-3, atol=1e-5), f"{k}: max abs diff {d:.3g}"
+            torch.testing.assert_close(w[True][k], w[False][k], rtol=1e-3, atol=1e-5, msg=k)
     logs = {g: [json.loads(l) for l in (tmp_path/f'g{int(g)}'/'log.jsonl').read_text().splitlines()] for g in (False, True)}
     for a, b in zip(logs[False], logs[True]):
         assert a['lr'] == pytest.approx(b['lr'], rel=1e-6) and a['train_loss'] == pytest.approx(b['train_loss'], rel=1e-3)
