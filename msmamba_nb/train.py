@@ -7,8 +7,8 @@ __all__ = ['CKPT_FORMAT', 'RESUME_OVERRIDES', 'RELEASED_REFERENCE', 'roc_auc_bin
            'classification_metrics', 'WarmupCosine', 'EarlyStopping', 'ToyNet', 'build_model', 'CheckpointError',
            'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint', 'file_sha256', 'git_commit', 'portable_argv',
            'environment_info', 'seed_everything', 'rng_state', 'set_rng_state', 'resolve_device', 'dist_env',
-           'TrainConfig', 'save_predictions', 'load_predictions', 'evaluate', 'ConfigError', 'GraphedStep',
-           'SimulatedKill', 'train', 'evaluate_checkpoint', 'main_train', 'main_eval', 'main_bench_train']
+           'TrainConfig', 'save_predictions', 'load_predictions', 'evaluate', 'SimulatedKill', 'train',
+           'evaluate_checkpoint', 'main_train', 'main_eval', 'main_bench_train']
 
 # %% ../nbs/09_train.ipynb #c003
 import argparse, hashlib, json, math, os, platform, random, subprocess, sys, time, datetime
@@ -274,7 +274,6 @@ class TrainConfig:
     compile: bool = False          # torch.compile the model
     compile_backend: str = 'inductor'
     compile_mode: str|None = None
-    cuda_graph: bool = False       # replay each full training step as one CUDA graph (one GPU; no compile, no DDP)
     tf32: bool = False             # TF32 matmuls/convolutions in fp32
     cudnn_benchmark: bool = False
     deterministic: bool = False    # cudnn.deterministic + deterministic algorithms (slower)
@@ -364,48 +363,7 @@ def evaluate(model:nn.Module,        # the model (eval mode is set here)
     n = max(len(y), 1)
     return dict(loss=float(loss) / n, acc=float(correct) / n, probs=torch.cat(probs).numpy() if probs else np.zeros((0, 0)))
 
-# %% ../nbs/09_train.ipynb #c038
-class ConfigError(ValueError):
-    "Training options that cannot be combined or do not fit the machine."
-
-class GraphedStep:
-    "A training step `step(x, y)` captured as a CUDA graph on its first call and replayed after (side effects undone)."
-    def __init__(self, step, model:nn.Module, opt:torch.optim.Optimizer, warmup:int=2):
-        self.step, self.model, self.opt, self.warmup, self.graph = step, model, opt, warmup, None
-
-    def _snapshot(self):
-        ms = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        os_ = {p: {k: v.clone() for k, v in st.items() if torch.is_tensor(v)} for p, st in self.opt.state.items()}
-        return ms, os_, torch.get_rng_state(), torch.cuda.get_rng_state(self.x.device)
-
-    @torch.no_grad()
-    def _restore(self, snap):
-        ms, os_, cpu_rng, cuda_rng = snap
-        for k, v in self.model.state_dict().items(): v.copy_(ms[k])
-        for p, st in self.opt.state.items():   # state created by the warm-up itself goes back to Adam's initial zeros
-            for k, v in st.items():
-                if torch.is_tensor(v): v.copy_(os_[p][k]) if p in os_ else v.zero_()
-        torch.set_rng_state(cpu_rng); torch.cuda.set_rng_state(cuda_rng, self.x.device)
-
-    def capture(self, x, y):
-        "Warm up on a side stream, undo the warm-up, capture one step on static copies of x, y."
-        self.x, self.y = x.clone(), y.clone()
-        snap = self._snapshot()
-        side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup): self.opt.zero_grad(set_to_none=True); self.step(self.x, self.y)
-        torch.cuda.current_stream().wait_stream(side); torch.cuda.synchronize()
-        self._restore(snap)
-        self.opt.zero_grad(set_to_none=True)   # gradients are the graph's own buffers, written afresh by every replay
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=side): self.out = self.step(self.x, self.y)
-
-    def __call__(self, x, y):
-        if self.graph is None: self.capture(x, y)
-        self.x.copy_(x); self.y.copy_(y); self.graph.replay()
-        return self.out
-
-# %% ../nbs/09_train.ipynb #c039
+# %% ../nbs/09_train.ipynb #c037
 class SimulatedKill(RuntimeError):
     "Raised by `train(..., stop_after_steps=k)` to imitate a run killed mid-epoch (tests)."
 
@@ -457,9 +415,6 @@ def train(cfg:TrainConfig,              # the run's options
         raise DataError(f"{run} already holds a run: pass --resume to continue it, or choose another --run-dir")
     run.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    if cfg.cuda_graph and (device.type != 'cuda' or ddp or cfg.compile):
-        raise ConfigError(f"--cuda-graph needs one CUDA device and neither torchrun nor --compile (device {device}, "
-                          f"{world} processes, compile {cfg.compile})")
     if ddp:   # one process per GPU (or CPU process with gloo); every rank holds the data, rank 0 writes the run
         import torch.distributed as dist
         if device.type == 'cuda': device = torch.device('cuda', local); torch.cuda.set_device(device)
@@ -500,8 +455,7 @@ def train(cfg:TrainConfig,              # the run's options
     # static shapes: the full and the last training batch, and one (padded) evaluation batch
     fwd = torch.compile(net, backend=cfg.compile_backend, mode=cfg.compile_mode, dynamic=False) if cfg.compile else net
     efwd = model if ddp else fwd     # rank 0 evaluates alone: never through the DDP wrapper (no collectives)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, capturable=cfg.cuda_graph)
-    if cfg.cuda_graph: opt.param_groups[0]['lr'] = torch.tensor(cfg.lr, device=device)   # read by the graph at each replay
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     bs, n_tr = cfg.batch_size, len(tr)
     steps = math.ceil(n_tr / bs)
     if ddp and min(bs, n_tr - (steps - 1) * bs) < world:
@@ -512,8 +466,6 @@ def train(cfg:TrainConfig,              # the run's options
               status='running', complete=False, train_seconds=0.0)
     if ck is not None:
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
-        if cfg.cuda_graph:   # the saved lr tensor comes back on the CPU
-            opt.param_groups[0]['lr'] = torch.tensor(float(opt.param_groups[0]['lr']), device=device)
         st.update(ck['state'])
         if not ddp: set_rng_state(ck['rng'])   # DDP reseeds per (seed, epoch, rank) instead (and must not touch other GPUs)
         if main:
@@ -536,17 +488,6 @@ def train(cfg:TrainConfig,              # the run's options
                              state=dict(st), rng=rng_state(), data_order=dict(seed=cfg.seed, next_epoch=st['epoch']),
                              config=asdict(cfg)), last_p)
 
-    def train_step(x, y):   # forward, loss, backward, Adam; returns (logits, summed loss) without syncing
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16, cache_enabled=not cfg.cuda_graph):
-            logits = fwd(x)
-        if ddp:   # DDP averages gradients over ranks, so world·Σ/nb makes them the global batch's mean
-            lsum = F.cross_entropy(logits.float(), y, reduction='sum'); loss = lsum * (world / nb)
-        else: loss = F.cross_entropy(logits.float(), y); lsum = loss.detach().double() * len(y)
-        loss.backward(); opt.step()
-        return logits.detach(), lsum.detach()
-    graphed = GraphedStep(train_step, model, opt) if cfg.cuda_graph else None
-    lr_t = opt.param_groups[0]['lr']
-
     steps_here, last_epoch_s = 0, None
     while st['epoch'] < cfg.epochs and st['status'] == 'running':
         e = st['epoch']; t0 = time.time()
@@ -564,12 +505,15 @@ def train(cfg:TrainConfig,              # the run's options
             x = normalize(resize_crops(tr, idx, bx, cfg.img_size, bounds[s], cfg.antialias), mean_t, std_t)
             if cfg.channels_last: x = x.contiguous(memory_format=torch.channels_last)
             y = tr.labels[idx]
-            if graphed is not None and nb == bs: logits, lsum = graphed(x, y)
-            else: opt.zero_grad(set_to_none=True); logits, lsum = train_step(x, y)
-            sched.step()
-            if graphed is not None and opt.param_groups[0]['lr'] is not lr_t:
-                raise ConfigError("this torch's LR scheduler replaced Adam's lr tensor: --cuda-graph needs torch ≥ 2.6")
-            loss_sum += lsum.double(); correct += (logits.argmax(1) == y).sum()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = fwd(x)
+            if ddp:   # DDP averages gradients over ranks, so world·Σ/nb makes them the global batch's mean
+                lsum = F.cross_entropy(logits.float(), y, reduction='sum'); loss = lsum * (world / nb)
+            else: loss = F.cross_entropy(logits.float(), y); lsum = loss.detach().double() * len(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step(); sched.step()
+            loss_sum += lsum.detach().double(); correct += (logits.detach().argmax(1) == y).sum()
             st['global_step'] += 1; steps_here += 1; bar.update(1)
             if stop_after_steps is not None and steps_here >= stop_after_steps:
                 bar.close(); raise SimulatedKill(f'stopped after {steps_here} steps (epoch {e + 1}, step {s + 1})')
@@ -578,7 +522,7 @@ def train(cfg:TrainConfig,              # the run's options
         train_loss, train_acc = float(loss_sum) / n_tr, float(correct) / n_tr
         train_s = time.time() - t0
         st['epoch'] = e + 1; st['train_seconds'] += train_s
-        rec = dict(epoch=e + 1, train_loss=train_loss, train_acc=train_acc, lr=float(sched.get_last_lr()[0]),
+        rec = dict(epoch=e + 1, train_loss=train_loss, train_acc=train_acc, lr=sched.get_last_lr()[0],
                    images_per_s=n_tr / train_s, train_s=train_s)
         if main and ((e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs):
             v = evaluate(efwd, val_x, val_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last, cfg.compile)
@@ -637,7 +581,7 @@ def train(cfg:TrainConfig,              # the run's options
     _write_json(run/'metrics.json', out)
     return out
 
-# %% ../nbs/09_train.ipynb #c045
+# %% ../nbs/09_train.ipynb #c043
 def evaluate_checkpoint(checkpoint:str|Path,   # a checkpoint file (checkpoint_best.pt)
                         data:LoadedData,       # data with the split to evaluate
                         split:str='test',
@@ -660,7 +604,7 @@ def evaluate_checkpoint(checkpoint:str|Path,   # a checkpoint file (checkpoint_b
                 epoch=ck.get('epoch'), dataset=data.dataset, split_scheme=data.split_scheme, device=str(dev),
                 data_fidelity=data.fidelity)
 
-# %% ../nbs/09_train.ipynb #c047
+# %% ../nbs/09_train.ipynb #c045
 def _train_parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='msmamba train', formatter_class=argparse.RawDescriptionHelpFormatter, description=(
         "Train a Microscopic-Mamba classifier with the released code's protocol: RandomResizedCrop(224) for training,\n"
@@ -701,8 +645,6 @@ def _train_parser()->argparse.ArgumentParser:
     g.add_argument('--compile', action='store_true', help='torch.compile the model (the Numba scan may graph-break: fine)')
     g.add_argument('--compile-mode', help='torch.compile mode, e.g. max-autotune-no-cudagraphs')
     g.add_argument('--compile-backend', default='inductor', help='torch.compile backend (default inductor)')
-    g.add_argument('--cuda-graph', action='store_true', help='capture the training step (forward, backward, Adam) once '
-                   'as a CUDA graph and replay it: no per-kernel launch cost (one GPU; not with --compile or torchrun)')
     g.add_argument('--tf32', action='store_true', help='allow TF32 matmuls/convolutions for fp32')
     g.add_argument('--cudnn-benchmark', action='store_true', help='cudnn.benchmark autotuning')
     g.add_argument('--deterministic', action='store_true', help='deterministic cuDNN/algorithms (slower)')
@@ -727,12 +669,12 @@ def main_train(argv:list|None=None)->int:
                       model_kwargs=mk, epochs=a.epochs, warmup_epochs=a.warmup_epochs, batch_size=a.batch_size,
                       eval_batch_size=a.eval_batch_size, lr=a.lr, patience=a.patience, img_size=a.img_size, seed=a.seed,
                       bf16=a.bf16, channels_last=a.channels_last, compile=a.compile, compile_backend=a.compile_backend,
-                      compile_mode=a.compile_mode, cuda_graph=a.cuda_graph, tf32=a.tf32, cudnn_benchmark=a.cudnn_benchmark,
+                      compile_mode=a.compile_mode, tf32=a.tf32, cudnn_benchmark=a.cudnn_benchmark,
                       deterministic=a.deterministic, antialias=not a.no_antialias, eval_every=a.eval_every,
                       time_budget_min=a.time_budget_min, run_dir=a.run_dir, device=a.device, workers=a.workers,
                       progress=not a.no_progress)
     try: m = train(cfg, resume=a.resume, stop_after_steps=a.kill_after_steps)
-    except (DataError, CheckpointError, ConfigError, KeyError) as e: print(f'msmamba train: {e}', file=sys.stderr); return 2
+    except (DataError, CheckpointError, KeyError) as e: print(f'msmamba train: {e}', file=sys.stderr); return 2
     except SimulatedKill as e: print(f'msmamba train: {e}', file=sys.stderr); return 3
     if m: print(json.dumps({k: m.get(k) for k in ('complete', 'status', 'OA', 'AUC', 'F1_weighted', 'best_epoch', 'epochs_run')}))
     return 0   # (ranks > 0 of a DDP run return no metrics: rank 0 reports)
@@ -765,7 +707,7 @@ def main_eval(argv:list|None=None)->int:
     print(json.dumps({k: res[k] for k in ('split', 'n', 'OA', 'AUC', 'F1_weighted')}), f'-> {out}')
     return 0
 
-# %% ../nbs/09_train.ipynb #c051
+# %% ../nbs/09_train.ipynb #c049
 RELEASED_REFERENCE = dict(
     source='issue 5 (released code, random 224x224 input, batch 58, Adam, median of 20 steps)',
     train_img_s=dict(fp32=dict(H100=152, H200=151, H200_as_shipped=89), bf16=dict(H100=182, H200=138)),
