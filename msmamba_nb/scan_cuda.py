@@ -1405,6 +1405,8 @@ BWD_VARIANTS = {    # backward kernels behind impl "blk"/"seq": (kernel, factory
     "v4_l4": ("bwd_v4", dict(lpr=4, sub=4, warps=2), None),    # v4 with v2's 4 lanes per row (8 rows share a warp's tile)
 }
 BWD_VARIANT = os.environ.get("MSMAMBA_SCAN_BWD", "v4_nocap")   # backward of impl "blk"/"seq": the fastest on an H100 (section 7d)
+if BWD_VARIANT not in BWD_VARIANTS:
+    raise ValueError(f"environment MSMAMBA_SCAN_BWD={BWD_VARIANT!r}: must be one of {tuple(BWD_VARIANTS)}")
 
 def _bwd_variant(v:str|None=None)->tuple:
     "(kernel name, factory kwargs, register cap) of a backward variant (None → BWD_VARIANT)."
@@ -1530,14 +1532,14 @@ class SelectiveScanCudaFn(torch.autograd.Function):
         if C3: Cf = Cf.unsqueeze(1)
         out, states = scan_fwd_cuda(uf, df, Af, Bf, Cf, Df, zf, bf, delta_softplus, impl)
         ctx.save_for_backward(uf, df, Af, Bf, Cf, Df, zf, bf, states)
-        ctx.meta = (dts, B3, C3, delta_softplus, impl)
+        ctx.meta = (dts, B3, C3, delta_softplus, impl, BWD_VARIANT)   # the backward variant is fixed when the forward runs
         return out if u.dtype == torch.float32 else out.to(u.dtype)
 
     @staticmethod
     def backward(ctx, dout):
         uf, df, Af, Bf, Cf, Df, zf, bf, states = ctx.saved_tensors
-        dts, B3, C3, sp, impl = ctx.meta
-        g = scan_bwd_cuda(_f32(dout), uf, df, Af, Bf, Cf, Df, zf, bf, states, sp, impl)
+        dts, B3, C3, sp, impl, bwd = ctx.meta
+        g = scan_bwd_cuda(_f32(dout), uf, df, Af, Bf, Cf, Df, zf, bf, states, sp, impl, bwd)
         du, ddl, dA, dB, dC, dD, dz, db = g
         if B3: dB = dB.squeeze(1)
         if C3: dC = dC.squeeze(1)

@@ -411,6 +411,9 @@ def train(cfg:TrainConfig,              # the run's options
         ck = load_checkpoint(last_p)
         if ck['state'].get('complete') and (run/'metrics.json').is_file():   # else: finished, but killed before the test
             print(f'{run}: run already complete'); return json.loads((run/'metrics.json').read_text())
+        if ck['state'].get('best_epoch', 0) > 0 and not best_p.is_file():
+            print(f"warning: {best_p} (epoch {ck['state']['best_epoch']}) is missing: the run can be tested only if a later "
+                  f"epoch beats its val accuracy {ck['state']['best_val_acc']:.4f}", file=sys.stderr)
     elif last_p.exists():
         raise DataError(f"{run} already holds a run: pass --resume to continue it, or choose another --run-dir")
     run.mkdir(parents=True, exist_ok=True)
@@ -555,6 +558,9 @@ def train(cfg:TrainConfig,              # the run's options
         dist.barrier()
         if own_pg: dist.destroy_process_group()
         if not main: return {}
+    if not best_p.is_file() and st['best_epoch'] > 0:   # e.g. a resumed run whose best file was not carried along
+        raise CheckpointError(f"{best_p} is missing, but the run's best val accuracy ({st['best_val_acc']:.4f}) was at epoch "
+                              f"{st['best_epoch']}: the protocol's test (best checkpoint, once) cannot run")
     if not best_p.is_file():   # stopped before the first validation
         out = dict(complete=False, status=st['status'], resumable=True, epochs_run=st['epoch'], note='no validation yet')
         _write_json(run/'metrics.json', out); return out

@@ -93,8 +93,9 @@ def _sim_kernels_ok(cases, impl, **kw):
         assert "dB" in errs and max(errs.values()) < 1e-5, r
 
 def test_sim_v3_kernels_vs_reference():
-    # v3 forward + v2 backward: a group split over 2 blocks, whole groups, N < 16, z, L % 4 != 0
-    _sim_kernels_ok([(1, 12, 9, 4, 1, ("z",)), (1, 8, 13, 5, 2, ("noD", "nosp", "B3"))], "blk", tile=8, rows=8)
+    # v3 forward + v2 backward (explicitly: the default backward is v4, tested below): a group split over 2 blocks,
+    # whole groups, N < 16, z, L % 4 != 0
+    _sim_kernels_ok([(1, 12, 9, 4, 1, ("z",)), (1, 8, 13, 5, 2, ("noD", "nosp", "B3"))], "blk", tile=8, rows=8, bwd="v2")
 
 def test_impl_dispatch():
     assert sc._impl("auto", 16, 232 * 96) == "blk" and sc._impl("auto", 16, 58 * 24) == "warp"
@@ -103,7 +104,8 @@ def test_impl_dispatch():
 
 def test_sim_v2_kernels_vs_reference():
     # 8 rows of one group per warp (warp-reduced dB/dC), rows straddling groups (per-lane atomics), N < 16, L % 4 != 0
-    _sim_kernels_ok([(2, 8, 23, 16, 1, ()), (1, 4, 9, 3, 2, ("z", "nobias")), (1, 8, 13, 5, 2, ("noD", "nosp", "B3", "z"))], "seq", tile=8)
+    _sim_kernels_ok([(2, 8, 23, 16, 1, ()), (1, 4, 9, 3, 2, ("z", "nobias")), (1, 8, 13, 5, 2, ("noD", "nosp", "B3", "z"))], "seq", tile=8,
+                    bwd="v2")   # the v2 backward explicitly (the default is v4)
 
 def test_torch_compile_with_numba_scan():
     "torch.compile(model) runs forward+backward with the Numba scan inside (the scan is opaque to dynamo)."
@@ -179,6 +181,9 @@ def test_bwd_variant_knob():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, MSMAMBA_SCAN_BWD="v4", OMP_NUM_THREADS="1"))
     assert p.returncode == 0 and p.stdout.split() == ["v4", "v4", "128"], (p.stdout, p.stderr[-2000:])
+    p = subprocess.run([sys.executable, "-c", "import msmamba_nb.scan_cuda"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, MSMAMBA_SCAN_BWD="v5", OMP_NUM_THREADS="1"))
+    assert p.returncode != 0 and "MSMAMBA_SCAN_BWD='v5': must be one of" in p.stderr   # a bad value names the variable
 
 def test_bench_bwd_variants_dry_run():
     "The GPU benchmark script's CPU side: lists every variant with its ptxas registers."

@@ -166,6 +166,9 @@ def test_resume_refuses_to_test_a_stale_best_checkpoint(tiny, tmp_path):
     save_checkpoint(best, tmp_path/'b'/'checkpoint_best.pt')   # a best file from another epoch than the run's best
     with pytest.raises(CheckpointError, match=f"best val accuracy .* was at epoch {m['best_epoch']}"):
         train(TrainConfig(run_dir=str(tmp_path/'b'), progress=False, device='cpu'), resume=True, data=data)
+    (tmp_path/'b'/'checkpoint_best.pt').unlink()        # the best file not there at all
+    with pytest.raises(CheckpointError, match=f"checkpoint_best.pt is missing, but .* was at epoch {m['best_epoch']}"):
+        train(TrainConfig(run_dir=str(tmp_path/'b'), progress=False, device='cpu'), resume=True, data=data)
 
 def test_early_stop_in_run(tiny, tmp_path):
     root, data = tiny
