@@ -1,5 +1,6 @@
 "CPU tests of msmamba_nb.scan_cuda: import without a GPU, PTX for sm_90 (no fp64), simulator runs vs the NumPy reference."
 import os, sys, json, subprocess
+from pathlib import Path
 import numpy as np, pytest, torch
 import msmamba_nb.scan_cuda as sc
 
@@ -176,7 +177,8 @@ def test_bwd_variant_knob():
     for v in sc.BWD_VARIANTS:                 # every group row gets a warp lane; v4 warps never span two groups
         for Bt, Dch, G in [(232, 96, 4), (3, 20, 4), (1, 7, 1)]:
             blocks, thr = sc._bwd_launch_shape(v, Bt, Dch, G)
-            assert thr % 32 == 0 and blocks * thr >= 4 * Bt * Dch, (v, Bt, Dch, G)
+            lanes = sc.BWD_VARIANTS[v][1].get("lpr", 4)   # lanes per row: 4 (v2), 8 (v4) or 4 (v4_l4)
+            assert thr % 32 == 0 and blocks * thr >= lanes * Bt * Dch, (v, Bt, Dch, G)
     code = "import msmamba_nb.scan_cuda as sc; print(sc.BWD_VARIANT, sc.scan_config()['blk_bwd'], sc.scan_config()['blk_bwd_maxreg'])"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, MSMAMBA_SCAN_BWD="v4", OMP_NUM_THREADS="1"))
@@ -193,3 +195,14 @@ def test_bench_bwd_variants_dry_run():
     assert p.returncode == 0, p.stderr[-3000:]
     lines = p.stdout.strip().splitlines()
     assert [l.split()[0] for l in lines] == ["v2", "v4"] and all("ptxas regs" in l and "regs None" not in l for l in lines), p.stdout
+
+def test_v4_smem_formula_matches_loaded_kernels():
+    "The v4 shared-memory size formula equals what the driver loaded on the H100 (committed benchmark)."
+    rec = json.load(open(Path(__file__).parents[1]/"paper_figures"/"data"/"bench_scan_bwd_variants_v4.json"))
+    n = 0
+    for v, builds in rec["gpu_registers"].items():
+        name, kw, _ = sc.BWD_VARIANTS[v]
+        if name != "bwd_v4": continue
+        want = 4 * kw["warps"] * sc._v4_smem_floats(rec["env"]["scan"]["blk_tile"], kw["lpr"], kw.get("sub"))
+        assert all(b["shared_bytes"] == want for b in builds.values()), (v, builds, want); n += 1
+    assert n == 4
