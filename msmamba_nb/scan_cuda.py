@@ -579,6 +579,23 @@ def _steps4(x, xu, base, j, nv, a2, h, y, Bs, Cs, o, stride, N):
                     h[s] = hs
                     y[i] += Cs[off] * hs
 
+def _rowcoords(bg, r, G, Dk, Dch, L, N, ntiles):
+    "Row r of (batch·group) bg: (channel d, row ch of the (Bt·D_) rows, offsets of its u/out row, its B/C group, its states)."
+    b = bg // G
+    d = (bg - b * G) * Dk + r
+    ch = b * Dch + d
+    return d, ch, ch * L, bg * N * L, ch * ntiles * N
+
+def _skipbias(Dv, bias, d, flags):
+    "The channel's skip weight D and delta bias; 0 where `flags` say they are absent (bit 0: D, bit 3: bias)."
+    Dd = float32(0.0)
+    bd = float32(0.0)
+    if (flags & 1) != 0:
+        Dd = Dv[d]
+    if (flags & 8) != 0:
+        bd = bias[d]
+    return Dd, bd
+
 _DEVFNS = {}
 def _dev(fn, **consts):
     "`fn` with compile-time `consts` as a Numba CUDA device function (fastmath; compiled once; the simulator runs Python)."
@@ -888,19 +905,8 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
         active = rl < rpb and r < Dk
         if not active:
             r = part * rpb
-        b = bg // G
-        grp = bg - b * G
-        d = grp * Dk + r
-        ch = b * Dch + d
-        row = ch * L
-        brow = bg * N * L
-        srow = ch * ntiles * N
-        Dd = float32(0.0)
-        bd = float32(0.0)
-        if (flags & 1) != 0:
-            Dd = Dv[d]
-        if (flags & 8) != 0:
-            bd = bias[d]
+        d, ch, row, brow, srow = ROWC(bg, r, G, Dk, Dch, L, N, ntiles)
+        Dd, bd = SKIPB(Dv, bias, d, flags)
         sp = (flags & 4) != 0
         for i in range(tid, SM, nth):          # states n ≥ N read zeros
             sB[i] = float32(0.0)
@@ -954,7 +960,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                     n = j * 4 + s
                     if n < N:
                         states[srow + k * N + n] = h[s]
-    return _with_consts(_fwd_blk, TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows,
+    return _with_consts(_fwd_blk, TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows, ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
                         STEPS4=_dev(_steps4, STRIDE=tile + 1, CHECKN=False), RS4=_dev(_rs4))
 
 # %% ../nbs/02_scan_cuda.ipynb #c030
@@ -1017,13 +1023,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
         active = rl < Dk
         if not active:
             rl = wi * RPW
-        b = bg // G
-        grp = bg - b * G
-        d = grp * Dk + rl
-        ch = b * Dch + d
-        row = ch * L
-        brow = bg * N * L
-        srow = ch * ntiles * N
+        d, ch, row, brow, srow = ROWC(bg, rl, G, Dk, Dch, L, N, ntiles)
         ob = w * (16 * TP)
         oh = w * (TILE // SUB) * NS * 32
         ot = w * 32 * SUB
@@ -1036,12 +1036,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
         fn = lane // SUB
         has_z = ZG and (flags & 2) != 0
         sp = (flags & 4) != 0
-        Dd = float32(0.0)
-        bd = float32(0.0)
-        if (flags & 1) != 0:
-            Dd = Dv[d]
-        if (flags & 8) != 0:
-            bd = bias[d]
+        Dd, bd = SKIPB(Dv, bias, d, flags)
         an = cuda.local.array(NS, float32)
         a2 = cuda.local.array(NS, float32)
         q = cuda.local.array(NS, float32)
@@ -1293,7 +1288,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     return _with_consts(_bwd_v4, U=uint64, ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
                         PPI=WARP // sub, LOGL=lpr.bit_length() - 1, HH=(sub + 1) * ns, AA=sub * ns, WPB=warps,
                         SMBC=warps * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=warps * WARP * sub,
-                        RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)))
+                        RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias))
 
 # %% ../nbs/02_scan_cuda.ipynb #c032
 _FACTORIES = dict(fwd_warp=_make_fwd_warp, bwd_warp=_make_bwd_warp, fwd_chan=_make_fwd_chan, bwd_chan=_make_bwd_chan,
