@@ -625,12 +625,7 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
         row = ch * L
         brow = (b * G + grp) * N * L
         srow = ch * ntiles * N
-        Dd = float32(0.0)
-        bd = float32(0.0)
-        if (flags & 1) != 0:
-            Dd = Dv[d]
-        if (flags & 8) != 0:
-            bd = bias[d]
+        Dd, bd = SKIPB(Dv, bias, d, flags)
         sp = (flags & 4) != 0
         a2 = cuda.local.array(4, float32)
         h = cuda.local.array(4, float32)
@@ -666,7 +661,8 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
                     zz = z[row + t]
                     o = o * zz / (float32(1.0) + math.exp(-zz))
                 out[row + t] = o
-    return _with_consts(_fwd_seq, TILE=tile, STEPS4=_dev(_steps4, STRIDE=0, CHECKN=True), RS4=_dev(_rs4))
+    return _with_consts(_fwd_seq, TILE=tile, STEPS4=_dev(_steps4, STRIDE=0, CHECKN=True), RS4=_dev(_rs4),
+                        SKIPB=_dev(_skipbias))
 
 def _make_bwd_seq(tile:int=SEQ_TILE):
     "Factory of the v2 backward: per 64-step tile, recompute with 4-step sub-checkpoints, serial adjoint, warp-reduced dB/dC."
@@ -695,12 +691,7 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
         uni = c7 < rows and (c0 // Dch) == (c7 // Dch) and ((c0 % Dch) // Dk) == ((c7 % Dch) // Dk)
         has_z = (flags & 2) != 0
         sp = (flags & 4) != 0
-        Dd = float32(0.0)
-        bd = float32(0.0)
-        if (flags & 1) != 0:
-            Dd = Dv[d]
-        if (flags & 8) != 0:
-            bd = bias[d]
+        Dd, bd = SKIPB(Dv, bias, d, flags)
         an = cuda.local.array(4, float32)
         a2 = cuda.local.array(4, float32)
         q = cuda.local.array(4, float32)
@@ -872,7 +863,7 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
                     cuda.atomic.add(dD_o, d, pD)
                 if (flags & 8) != 0:
                     cuda.atomic.add(dbias_o, d, pbias)
-    return _with_consts(_bwd_seq, TILE=tile, RS4=_dev(_rs4))
+    return _with_consts(_bwd_seq, TILE=tile, RS4=_dev(_rs4), SKIPB=_dev(_skipbias))
 
 # %% ../nbs/02_scan_cuda.ipynb #c026
 BLK_TILE = 64      # steps per shared-memory tile in v3 (= steps between stored states)
