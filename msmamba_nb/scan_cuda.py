@@ -1400,7 +1400,7 @@ def _bwd_variant(v:str|None=None)->tuple:
     if v not in BWD_VARIANTS: raise ValueError(f"backward variant must be one of {tuple(BWD_VARIANTS)}, got {v!r}")
     return BWD_VARIANTS[v]
 
-def _bwd_launch_shape(v:str, Bt:int, Dch:int, G:int)->tuple:
+def _bwd_launch_shape(v:str|None, Bt:int, Dch:int, G:int)->tuple:
     "(blocks, threads per block) of backward variant `v` for an impl 'blk'/'seq' call."
     name, kw, _ = _bwd_variant(v)
     if name == "bwd_v4":
@@ -1474,7 +1474,7 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     if impl in ("seq", "blk"):      # v3 = v3 forward + a v2/v4 backward variant (same 64-step stored states)
         assert impl == "seq" or BLK_TILE == SEQ_TILE, "the v2 backward reads v3 forward states only when the tiles agree"
         name, kw, mr = _bwd_variant(bwd)
-        grid, block = _bwd_launch_shape(BWD_VARIANT if bwd is None else bwd, Bt, Dch, G)
+        grid, block = _bwd_launch_shape(bwd, Bt, Dch, G)
         if name == "bwd_v4": kw = dict(kw, zgate=z is not None)
         _launch(name, grid, block, 0, arrs, ints, tile=SEQ_TILE if impl == "seq" else BLK_TILE, maxreg=mr, **kw)
     elif impl == "warp":
@@ -1484,6 +1484,21 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     return du, ddl, dA, dB, dC, dD, dz, db
 
 # %% ../nbs/02_scan_cuda.ipynb #c037
+def _stage_axes(rows:list)->tuple:
+    "Bar positions and tick labels ('st1\\nL=3136', ...) of per-stage results (dicts with a 'shape')."
+    return np.arange(len(rows)), [f"st{i+1}\nL={r['shape'][2]}" for i, r in enumerate(rows)]
+
+def _finish_stage_plot(fig, axs, x, lab, ylabel:str, titles, suptitle:str, png:str|None):
+    "The common look of the per-stage bar plots: stage ticks, log y, titles, legend on the first panel; saved if `png`."
+    for ax, title in zip(axs, titles):
+        ax.set_xticks(x, lab, fontsize=7); ax.set_yscale("log"); ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_title(title, fontsize=9); ax.tick_params(labelsize=7)
+    axs[0].legend(fontsize=6)
+    fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    if png: fig.savefig(png, dpi=110)
+    return fig
+
 def plot_bwd_variants(rec:dict|str,   # benchmarks/scan_bwd_variants.py JSON (or its path)
                       png:str|None=None, # where to save the plot
                      ):
@@ -1491,20 +1506,15 @@ def plot_bwd_variants(rec:dict|str,   # benchmarks/scan_bwd_variants.py JSON (or
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     if isinstance(rec, str): rec = json.load(open(rec))
-    vs = list(rec["summary"]); x = np.arange(len(rec["shapes"])); w = 0.8 / len(vs)
-    lab = [f"st{i+1}\nL={s['shape'][2]}" for i, s in enumerate(rec["shapes"])]
+    vs = list(rec["summary"]); (x, lab), w = _stage_axes(rec["shapes"]), 0.8 / len(vs)
     fig, axs = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, key, title in ((axs[0], "bwd_kernel_ms", "backward kernel"), (axs[1], "fwdbwd_ms", "forward + backward (autograd)")):
+    titles = ("backward kernel", "forward + backward (autograd)")
+    for ax, key in zip(axs, ("bwd_kernel_ms", "fwdbwd_ms")):
         for i, v in enumerate(vs):
             ok = rec["summary"][v]["check_pass"]
             ax.bar(x - 0.4 + w * (i + 0.5), rec["summary"][v][key], w, label=v + ("" if ok else " (FAILED check)"), color=f"C{i}")
-        ax.set_xticks(x, lab, fontsize=7); ax.set_yscale("log"); ax.set_ylabel("ms per grouped call", fontsize=8)
-        ax.set_title(title, fontsize=9); ax.tick_params(labelsize=7)
-    axs[0].legend(fontsize=6)
-    fig.suptitle(f"scan backward variants (v3 forward), fp32, {rec['env'].get('gpu')}, commit {str(rec['env'].get('git_commit'))[:7]}", fontsize=9)
-    fig.tight_layout()
-    if png: fig.savefig(png, dpi=110)
-    return fig
+    return _finish_stage_plot(fig, axs, x, lab, "ms per grouped call", titles, f"scan backward variants (v3 forward), fp32, "
+                              f"{rec['env'].get('gpu')}, commit {str(rec['env'].get('git_commit'))[:7]}", png)
 
 # %% ../nbs/02_scan_cuda.ipynb #c039
 class SelectiveScanCudaFn(torch.autograd.Function):
@@ -1895,11 +1905,9 @@ def plot_bench_scan_cuda(bench:dict|str,                         # bench_scan_cu
     if isinstance(bench, str): bench = json.load(open(bench))
     by = _by_impl(bench); head = bench.get("headline", next(iter(by)))
     g, rel = by[head]["grouped"], by[head]["released"]
-    lab = [f"st{i+1}\nL={r['shape'][2]}" for i, r in enumerate(g)]
-    bars = len(by) + 3
-    x = np.arange(len(g)); w = 0.8 / bars
+    (x, lab), w = _stage_axes(g), 0.8 / (len(by) + 3)
     fig, axs = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, key, fk, mi, title in ((axs[0], "fwd_ms", "floor_fwd_ms", 0, "forward"), (axs[1], "fwdbwd_ms", "floor_fwdbwd_ms", 1, "forward + backward")):
+    for ax, key, fk, mi in ((axs[0], "fwd_ms", "floor_fwd_ms", 0), (axs[1], "fwdbwd_ms", "floor_fwdbwd_ms", 1)):
         pos = x - 0.4 + w / 2
         ax.bar(pos, [r[fk] for r in g], w, label="memory floor (3 TB/s)", color="0.7"); pos = pos + w
         for i, (m, v) in enumerate(by.items()):
@@ -1907,13 +1915,8 @@ def plot_bench_scan_cuda(bench:dict|str,                         # bench_scan_cu
         ax.bar(pos, [16 * q[key] for q in rel], w, label=f"{_label(head, bench)}, 16 released calls", color="C5"); pos = pos + w
         ms = [16 * q["mamba_ssm_issue_h100"][mi] if q.get("mamba_ssm_issue_h100") else np.nan for q in rel]
         ax.bar(pos, ms, w, label="mamba_ssm ×16 (issue 3, H100)", color="C3")
-        ax.set_xticks(x, lab, fontsize=7); ax.set_yscale("log"); ax.set_ylabel("ms per block", fontsize=8)
-        ax.set_title(title, fontsize=9); ax.tick_params(labelsize=7)
-    axs[0].legend(fontsize=6)
-    fig.suptitle(f"selective scan per hybrid block, fp32, {bench['env'].get('gpu')}", fontsize=9)
-    fig.tight_layout()
-    if png: fig.savefig(png, dpi=110)
-    return fig
+    return _finish_stage_plot(fig, axs, x, lab, "ms per block", ("forward", "forward + backward"),
+                              f"selective scan per hybrid block, fp32, {bench['env'].get('gpu')}", png)
 
 def format_bench_cuda(bench:dict)->str:
     "Markdown table of the benchmark: every kernel side by side, floor and ratio, the issue's mamba_ssm numbers."
