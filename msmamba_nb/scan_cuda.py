@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN_TILE', 'cuda', 'float32', 'SEQ_TILE', 'SEQ_NS',
            'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'V4_LPR', 'V4_WARPS', 'BWD_WARPS', 'BWD_STAGE_NMAX', 'BWD_VARIANTS',
-           'BWD_VARIANT', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS', 'H100_SM', 'MAMBA_SSM_H100', 'STAGE_SHAPES',
-           'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda', 'scan_bwd_cuda', 'plot_bwd_variants', 'SelectiveScanCudaFn',
+           'BWD_VARIANT', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS', 'SelectiveScanCudaFn', 'H100_SM', 'MAMBA_SSM_H100',
+           'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda', 'scan_bwd_cuda', 'plot_bwd_variants',
            'selective_scan_cuda', 'sim_check', 'run_sim_check', 'bwd_variant_report', 'ptx_report', 'ptxas_report',
            'scan_floor_bytes', 'scan_config', 'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda',
            'format_bench_cuda', 'main_bench_scan_cuda']
@@ -15,6 +15,7 @@ __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN
 import math, os, sys, time, json, types, ctypes, argparse, platform, subprocess, datetime
 import numpy as np
 import torch
+from .scan import scan_autograd, as_f32
 
 # %% ../nbs/02_scan_cuda.ipynb #c013
 WARP = 32          # lanes per warp
@@ -1358,8 +1359,6 @@ def _dummy(device)->torch.Tensor:
     return _DUMMY[device]
 
 # %% ../nbs/02_scan_cuda.ipynb #c034
-def _f32(t): return None if t is None else t.detach().to(torch.float32).contiguous()
-
 def _out(shape, like, zero=False):
     "Output buffer: zeros, NaN (poison, in tests) or uninitialised."
     if zero: return torch.zeros(shape, device=like.device, dtype=torch.float32)
@@ -1426,12 +1425,14 @@ def _tile(impl:str)->int:
     "Steps between stored states for an impl."
     return SEQ_TILE if impl == "seq" else BLK_TILE if impl == "blk" else WARP * ITEMS if impl == "warp" else CHAN_TILE
 
+def _ntiles(impl, L): return max(1, -(-L // _tile(impl)))   # stored states per row
+
 def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, impl=None):
     "Forward launch: returns (out float32 (Bt,D_,L), tile states float32 (Bt,D_,n_tiles,N)). B, C are 4-D."
     Bt, Dch, L = u.shape
     G, N = B.shape[1], A.shape[1]
     impl = _impl(impl, N, Bt * Dch)
-    ntiles = max(1, -(-L // _tile(impl)))
+    ntiles = _ntiles(impl, L)
     out = _out((Bt, Dch, L), u)
     states = _out((Bt, Dch, ntiles, N), u)
     dm = _dummy(u.device)
@@ -1516,34 +1517,23 @@ def plot_bwd_variants(rec:dict|str,   # benchmarks/scan_bwd_variants.py JSON (or
     return _finish_stage_plot(fig, axs, x, lab, "ms per grouped call", titles, f"scan backward variants (v3 forward), fp32, "
                               f"{rec['env'].get('gpu')}, commit {str(rec['env'].get('git_commit'))[:7]}", png)
 
-# %% ../nbs/02_scan_cuda.ipynb #c039
-class SelectiveScanCudaFn(torch.autograd.Function):
-    "Autograd Function around the Numba CUDA forward/backward kernels (chunk states saved, h recomputed)."
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl):
-        dts = [None if t is None else t.dtype for t in (u, delta, A, B, C, D, z, delta_bias)]
-        B3, C3 = B.dim() == 3, C.dim() == 3
-        uf, df, Af, Bf, Cf, Df, zf, bf = map(_f32, (u, delta, A, B, C, D, z, delta_bias))
-        if B3: Bf = Bf.unsqueeze(1)
-        if C3: Cf = Cf.unsqueeze(1)
-        out, states = scan_fwd_cuda(uf, df, Af, Bf, Cf, Df, zf, bf, delta_softplus, impl)
-        ctx.save_for_backward(uf, df, Af, Bf, Cf, Df, zf, bf, states)
-        ctx.meta = (dts, B3, C3, delta_softplus, impl, BWD_VARIANT)   # the backward variant is fixed when the forward runs
-        return out if u.dtype == torch.float32 else out.to(u.dtype)
+# %% ../nbs/02_scan_cuda.ipynb #c040
+def _cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cfg):
+    "Forward kernels: [out, tile states]; cfg = 'impl,backward variant'."
+    return list(scan_fwd_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cfg.split(",")[0]))
 
-    @staticmethod
-    def backward(ctx, dout):
-        uf, df, Af, Bf, Cf, Df, zf, bf, states = ctx.saved_tensors
-        dts, B3, C3, sp, impl, bwd = ctx.meta
-        g = scan_bwd_cuda(_f32(dout), uf, df, Af, Bf, Cf, Df, zf, bf, states, sp, impl, bwd)
-        du, ddl, dA, dB, dC, dD, dz, db = g
-        if B3: dB = dB.squeeze(1)
-        if C3: dC = dC.squeeze(1)
-        order = (du, ddl, dA, dB, dC, dD, dz, db)
-        res = [None if x is None else x.to(dt) for x, dt in zip(order, dts)]
-        return (*res, None, None)
+def _cuda_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cfg):
+    (Bt, Dch, L), impl = u.shape, cfg.split(",")[0]
+    return [u.new_empty((Bt, Dch, L)), u.new_empty((Bt, Dch, _ntiles(impl, L), A.shape[1]))]
 
-@torch.compiler.disable
+def _cuda_bwd(dout, u, delta, A, B, C, D, z, delta_bias, saved, delta_softplus, cfg):
+    "Backward kernels: the eight gradients (0-element for absent D, z, delta_bias)."
+    impl, bwd = cfg.split(",")
+    g = scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, saved[0], delta_softplus, impl, bwd)
+    return [u.new_empty(0) if t is None else t for t in g]
+
+SelectiveScanCudaFn = scan_autograd("scan_cuda", _cuda_fwd, _cuda_fake, _cuda_bwd)
+
 def selective_scan_cuda(u:torch.Tensor,               # input (Bt, D_, L), fp32/bf16/fp16
                         delta:torch.Tensor,           # raw step sizes (Bt, D_, L)
                         A:torch.Tensor,               # (D_, N), N ≤ 32
@@ -1555,16 +1545,18 @@ def selective_scan_cuda(u:torch.Tensor,               # input (Bt, D_, L), fp32/
                         delta_softplus:bool=True,     # Δ = softplus(delta + delta_bias)
                         impl:str|None=None,           # None → DEFAULT_IMPL ("auto"); "seq" (v2), "warp_v1" (v1), "chan"
                        )->torch.Tensor:               # out (Bt, D_, L) in u's dtype
-    "Selective scan on CUDA tensors with Numba CUDA kernels; differentiable (mamba_ssm semantics, grouped B/C)."
+    "Selective scan on CUDA tensors with Numba CUDA kernels; differentiable and traceable by torch.compile (mamba_ssm semantics, grouped B/C)."
     if not (u.is_cuda or _simulator()): raise ValueError(f"selective_scan_cuda needs CUDA tensors, got {u.device}")
     if A.shape[1] > NMAX: raise ValueError(f"d_state N={A.shape[1]} > {NMAX}")
     impl = _impl(impl, A.shape[1], u.shape[0] * u.shape[1])   # resolved once, so forward and backward use the same kernels
     if _simulator() and impl != "chan" and not _SIM_SHUFFLES: impl = "chan"   # no warp shuffles in the simulator
     G = 1 if B.dim() == 3 else B.shape[1]
     if u.shape[1] % G: raise ValueError(f"channels {u.shape[1]} not divisible by groups {G}")
-    return SelectiveScanCudaFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, impl)
+    B, C = (t.unsqueeze(1) if t.dim() == 3 else t for t in (B, C))
+    cfg = f"{impl},{BWD_VARIANT}"                              # the backward variant is fixed when the forward runs
+    return SelectiveScanCudaFn.apply(*map(as_f32, (u, delta, A, B, C, D, z, delta_bias)), bool(delta_softplus), cfg).to(u.dtype)
 
-# %% ../nbs/02_scan_cuda.ipynb #c043
+# %% ../nbs/02_scan_cuda.ipynb #c044
 _SIM_SHUFFLES = False
 
 def _install_sim_shuffles():
@@ -1701,7 +1693,7 @@ def ptxas_report(names=("fwd_blk", "fwd_seq", "bwd_seq", "fwd_warp", "bwd_warp")
                        warps_per_sm_by_registers=min(64, 65536 // (-(-regs * 32 // 256) * 256)) if regs else None)
     return rep
 
-# %% ../nbs/02_scan_cuda.ipynb #c053
+# %% ../nbs/02_scan_cuda.ipynb #c054
 MAMBA_SSM_H100 = {  # issue 3: mamba_ssm CUDA kernel, H100 80GB, fp32, CUDA events, median of 30 (fwd ms, fwd+bwd ms)
     "grouped": {(232, 96, 3136, 4): (3.48, 16.17)},
     "per_direction": {(58, 24, 3136, 1): (0.236, 0.878), (58, 48, 784, 1): (0.106, 0.491),
@@ -1775,7 +1767,7 @@ def gpu_check(n_random:int=8, seed:int=0, tol32:float=1e-4, tol16:float=2e-2, im
                 metric="relative L2 error ||x - ref|| / ||ref|| vs the float64 NumPy reference (msmamba_nb.scan), per output",
                 cases=rows)
 
-# %% ../nbs/02_scan_cuda.ipynb #c054
+# %% ../nbs/02_scan_cuda.ipynb #c055
 def _rand_inputs(Bt, Dch, L, N=16, G=4, grad=False, seed=0, device="cuda"):
     "Random fp32 scan inputs on the GPU (mamba_ssm test distributions)."
     g = torch.Generator(device=device).manual_seed(seed)
@@ -1881,7 +1873,7 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
                       f"torch path: one run at batch {torch_batch} (PyTorch sequential loop, msmamba_nb.scan.selective_scan_torch)"),
                 grouped=by[impls[0]]["grouped"], released=by[impls[0]]["released"], by_impl=by, torch_path=tp)
 
-# %% ../nbs/02_scan_cuda.ipynb #c055
+# %% ../nbs/02_scan_cuda.ipynb #c056
 def _label(m:str, bench:dict)->str:
     "Display name of an impl in a benchmark (v3 says which backward it ran with)."
     bwd = bench.get("blk_config", {}).get("bwd")     # the backward behind blk and seq ("seq" in older files = v2)
