@@ -648,8 +648,8 @@ def _train_parser()->argparse.ArgumentParser:
     g = p.add_argument_group('speed')
     g.add_argument('--bf16', action='store_true', help='bfloat16 autocast')
     g.add_argument('--channels-last', action='store_true', help='channels_last memory format')
-    g.add_argument('--compile', action='store_true', help='torch.compile the model (the Numba scan may graph-break: fine)')
-    g.add_argument('--compile-mode', help='torch.compile mode, e.g. max-autotune-no-cudagraphs')
+    g.add_argument('--compile', action='store_true', help='torch.compile the model (one graph: the scan is a custom op)')
+    g.add_argument('--compile-mode', help='torch.compile mode, e.g. reduce-overhead (CUDA graphs) or max-autotune-no-cudagraphs')
     g.add_argument('--compile-backend', default='inductor', help='torch.compile backend (default inductor)')
     g.add_argument('--tf32', action='store_true', help='allow TF32 matmuls/convolutions for fp32')
     g.add_argument('--cudnn-benchmark', action='store_true', help='cudnn.benchmark autotuning')
@@ -722,12 +722,14 @@ RELEASED_REFERENCE = dict(
 def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
 
-def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, comp, comp_mode, infer_bs, seed, graph=False):
+def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, comp, comp_mode, infer_bs, seed, graph=False,
+               fused=False):
     torch.manual_seed(seed)
     model = build_model(variant, num_classes, mk).to(dev)
     if cl: model = model.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model, mode=comp_mode) if comp else model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, capturable=graph)
+    if comp: torch._dynamo.reset(); torch._dynamo.utils.counters.clear()
+    fwd = torch.compile(model, mode=comp_mode, dynamic=False) if comp else model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, capturable=graph, fused=fused or None)
     fmt = torch.channels_last if cl else torch.contiguous_format
     x = torch.randn(bs, 3, img, img, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (bs,), device=dev)
@@ -749,13 +751,16 @@ def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, 
         with torch.cuda.graph(g, stream=side): step(set_to_none=False)   # same stream as the warm-up (Numba's stream cache)
         run, warmup = g.replay, 1
     else: run = step
+    t_warm = time.perf_counter()
     for i in range(warmup + steps):
+        if i == warmup: t_warm = time.perf_counter() - t_warm
         _sync(dev); t0 = time.perf_counter()
         run()
         _sync(dev); dt = time.perf_counter() - t0
         if i >= warmup: times.append(dt)
     res = dict(train_step_ms_median=1e3 * float(np.median(times)), train_img_s=bs / float(np.median(times)),
-               train_step_ms=[round(1e3 * t, 3) for t in times])
+               train_step_ms=[round(1e3 * t, 3) for t in times], warmup_s=round(t_warm, 2))
+    if comp: res['graph_breaks'] = int(sum(torch._dynamo.utils.counters['graph_break'].values()))
     if dev.type == 'cuda': res['peak_mem_GiB'] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 3)
     model.eval(); res['infer_img_s'] = {}
     for ib in infer_bs:
@@ -787,8 +792,10 @@ def main_bench_train(argv:list|None=None)->int:
     p.add_argument('--img-size', type=int, default=224, help='input side (default 224)')
     p.add_argument('--steps', type=int, default=20, help='timed steps (default 20; the median is reported)')
     p.add_argument('--warmup', type=int, default=5, help='untimed steps first (default 5; compile happens here)')
-    p.add_argument('--configs', default='fp32,bf16,bf16+cl', help="comma list of precision[+cl][+compile][+graph], e.g. fp32,bf16+cl+compile,fp32+graph "
-                   "(graph: the whole training step captured as one CUDA graph; default fp32,bf16,bf16+cl)")
+    p.add_argument('--configs', default='fp32,bf16,bf16+cl', help="comma list of precision[+cl][+compile][+ro][+graph][+fused], e.g. "
+                   "fp32,bf16+cl+compile,fp32+compile+ro,fp32+graph (compile: torch.compile, one graph through the scan's custom "
+                   "ops; ro: compile mode reduce-overhead, i.e. CUDA graphs of the compiled forward and backward; graph: the "
+                   "whole eager step captured as one CUDA graph; fused: fused Adam; default fp32,bf16,bf16+cl)")
     p.add_argument('--compile', action='store_true', help='also run every config with +compile')
     p.add_argument('--compile-mode', help='torch.compile mode')
     p.add_argument('--infer-batches', default='58,256', help='inference batch sizes (default 58,256)')
@@ -808,13 +815,14 @@ def main_bench_train(argv:list|None=None)->int:
     results = []
     for c in confs:
         parts = c.split('+')
-        if parts[0] not in ('fp32', 'bf16') or not set(parts[1:]) <= {'cl', 'compile', 'graph'}:
-            print(f'msmamba bench-train: bad config {c!r} (use fp32|bf16 with +cl, +compile and/or +graph)', file=sys.stderr); return 2
-        r = dict(config=c, precision=parts[0], channels_last='cl' in parts, compile='compile' in parts, cuda_graph='graph' in parts,
-                 batch=a.batch_size, img_size=a.img_size, steps=a.steps, warmup=a.warmup)
+        if parts[0] not in ('fp32', 'bf16') or not set(parts[1:]) <= {'cl', 'compile', 'ro', 'graph', 'fused'}:
+            print(f'msmamba bench-train: bad config {c!r} (use fp32|bf16 with +cl, +compile, +ro, +graph and/or +fused)', file=sys.stderr); return 2
+        comp, mode = 'compile' in parts or 'ro' in parts, 'reduce-overhead' if 'ro' in parts else a.compile_mode
+        r = dict(config=c, precision=parts[0], channels_last='cl' in parts, compile=comp, compile_mode=mode if comp else None,
+                 cuda_graph='graph' in parts, fused_adam='fused' in parts, batch=a.batch_size, img_size=a.img_size,
+                 steps=a.steps, warmup=a.warmup)
         try: r.update(_bench_one(a.variant, a.num_classes, mk, dev, a.batch_size, a.img_size, a.steps, a.warmup,
-                                 parts[0] == 'bf16', 'cl' in parts, 'compile' in parts, a.compile_mode, ibs, a.seed,
-                                 'graph' in parts))
+                                 parts[0] == 'bf16', 'cl' in parts, comp, mode, ibs, a.seed, 'graph' in parts, 'fused' in parts))
         except Exception as e: r['error'] = f'{type(e).__name__}: {e}'[:500]
         if dev.type == 'cuda': torch.cuda.empty_cache()
         results.append(r)
