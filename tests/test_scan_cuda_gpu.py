@@ -30,20 +30,27 @@ def _loss_and_grads(model, f, x, y):
     model.zero_grad(set_to_none=True)
     loss = torch.nn.functional.cross_entropy(f(x), y)
     loss.backward()
-    return loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 @pytest.mark.parametrize("mode", [None, "reduce-overhead"])
 def test_compiled_model_matches_eager(mode):
-    "torch.compile traces t as one graph through the scan's custom ops (CUDA graphs with reduce-overhead); same loss and gradients."
+    "torch.compile traces the model as one graph through the scan's custom ops (CUDA graphs with reduce-overhead); same loss and gradients."
     from msmamba_nb.model import MicroscopicMamba
-    torch.manual_seed(0)
-    m = MicroscopicMamba("t", num_classes=2, drop_path_rate=0.0).cuda()   # no drop path: same numbers without shared RNG
-    x, y = torch.randn(8, 3, 224, 224, device="cuda"), torch.randint(0, 2, (8,), device="cuda")
-    l0, g0 = _loss_and_grads(m, m, x, y)
-    torch._dynamo.reset()
-    cm = torch.compile(m, mode=mode, fullgraph=True, dynamic=False)
-    for _ in range(3): l1, g1 = _loss_and_grads(m, cm, x, y)      # warm-up, record, replay (reduce-overhead)
-    assert len(g1) == len(g0)
-    assert abs(l1 - l0) <= 1e-4 * max(1.0, abs(l0)), (l0, l1)
-    rel = max(float(torch.linalg.norm(a - b) / torch.linalg.norm(b).clamp_min(1e-12)) for a, b in zip(g1, g0))
-    assert rel < 1e-3, rel
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # fp32 both ways: differences are reorderings
+    try:
+        torch.manual_seed(0)
+        m = MicroscopicMamba("t", num_classes=2, depths=(1, 1, 2, 1), drop_path_rate=0.0).cuda()   # no drop path: no shared RNG needed
+        x, y = torch.randn(8, 3, 128, 128, device="cuda"), torch.randint(0, 2, (8,), device="cuda")
+        l0, g0 = _loss_and_grads(m, m, x, y)
+        torch._dynamo.reset()
+        cm = torch.compile(m, mode=mode, fullgraph=True, dynamic=False)
+        for _ in range(3): l1, g1 = _loss_and_grads(m, cm, x, y)      # warm-up, record, replay (reduce-overhead)
+    finally: torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    assert g1.keys() == g0.keys()
+    assert abs(l1 - l0) <= 1e-5 * max(1.0, abs(l0)), (l0, l1)
+    total = torch.cat([g.flatten() for g in g0.values()]).norm()
+    diff = torch.cat([(g1[n] - g0[n]).flatten() for n in g0]).norm()
+    assert diff / total < 1e-4, float(diff / total)
+    # per tensor: relative to its own size, plus a floor for analytically-zero gradients (biases before a norm: ~1e-9 noise)
+    for n in g0: torch.testing.assert_close(g1[n], g0[n], rtol=1e-3, atol=1e-6 * float(total), msg=n)
