@@ -42,6 +42,8 @@ def record_scans(skip_scan:bool=False # return zeros instead of running the scan
     "Context manager: count selective-scan MACs (9·Bt·L·D·N + Bt·D·L per call) and x_proj/dt_proj MACs."
     return _ScanRecorder(skip_scan)
 
+def _scan_dtype(t): return t if t.dtype == torch.float64 else t.float()   # fp32 scan as released; float64 stays (gradient checks)
+
 def _selective_scan(u, delta, A, B, C, D, delta_bias, backend):
     "Call the selective scan (fp32 inside), or record/skip it when a `record_scans` context is active."
     rec = _ScanRecorder.current
@@ -50,7 +52,7 @@ def _selective_scan(u, delta, A, B, C, D, delta_bias, backend):
         rec.scan_macs += 9 * Bt * L * Dc * A.shape[1] + Bt * Dc * L
         rec.calls += 1
         if rec.skip_scan: return torch.zeros(u.shape, dtype=torch.float32, device=u.device)
-    return selective_scan(u.float(), delta.float(), A, B.float(), C.float(), D, delta_bias=delta_bias,
+    return selective_scan(*map(_scan_dtype, (u, delta)), A, *map(_scan_dtype, (B, C)), D, delta_bias=delta_bias,
                           delta_softplus=True, backend=backend)
 
 # %% ../nbs/03_ss2d.ipynb #c012
@@ -126,8 +128,8 @@ class SS2D(nn.Module):
         dts = torch.matmul(self.dt_projs_weight, dts)         # (K, di, R) @ (Bt, K, R, L) → (Bt, K, di, L)
         rec = _ScanRecorder.current
         if rec is not None: rec.proj_macs += Bt * K * L * di * (R + 2 * N) + Bt * K * L * di * R
-        ys = _selective_scan(xs.view(Bt, K * di, L), dts.reshape(Bt, K * di, L), -torch.exp(self.A_logs.float()),
-                             Bs, Cs, self.Ds.float(), self.dt_projs_bias.float().view(-1), self.scan_backend)
+        ys = _selective_scan(xs.view(Bt, K * di, L), dts.reshape(Bt, K * di, L), -torch.exp(_scan_dtype(self.A_logs)),
+                             Bs, Cs, _scan_dtype(self.Ds), _scan_dtype(self.dt_projs_bias).view(-1), self.scan_backend)
         return cross_merge(ys.view(B_, G, K, di, L), H, W)
 
     def forward(self, x:torch.Tensor, # (B, H, W, d_model) or with a chunk axis (B, H, W, G, d_model)
@@ -160,8 +162,8 @@ class SS2D(nn.Module):
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight).contiguous()
         rec = _ScanRecorder.current
         if rec is not None: rec.proj_macs += B_ * K * L * C * (R + 2 * N) + B_ * K * L * C * R
-        As = -torch.exp(self.A_logs.float()).view(K, -1, N)
-        Ds, bias = self.Ds.float().view(K, -1), self.dt_projs_bias.float().view(K, -1)
+        As = -torch.exp(_scan_dtype(self.A_logs)).view(K, -1, N)
+        Ds, bias = _scan_dtype(self.Ds).view(K, -1), _scan_dtype(self.dt_projs_bias).view(K, -1)
         out_y = torch.stack([_selective_scan(xs[:, k], dts[:, k], As[k], Bs[:, k].unsqueeze(1), Cs[:, k].unsqueeze(1),
                                              Ds[k], bias[k], self.scan_backend) for k in range(K)], dim=1)
         inv_y = torch.flip(out_y[:, 2:4], dims=[-1])
@@ -175,7 +177,7 @@ class SS2D(nn.Module):
         B_, H, W, _ = x.shape
         u, z = self.in_proj(x).chunk(2, dim=-1)
         u = self.act(self.conv2d(u.permute(0, 3, 1, 2).contiguous()))
-        y = self._core_released(u).float()
+        y = _scan_dtype(self._core_released(u))
         y = torch.transpose(y, 1, 2).contiguous().view(B_, H, W, -1)
         y = self.out_norm(y) * F.silu(z)
         if self.out_layer is None: out = self.out_proj(y)
