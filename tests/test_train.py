@@ -241,7 +241,15 @@ def test_bench_train_cpu(tmp_path, capsys):
         assert len(r['train_step_ms']) == 3 and r['train_img_s'] == pytest.approx(4000 / r['train_step_ms_median'])
         assert set(r['infer_img_s']) == {'4', '8'}
     assert b['released_reference']['train_img_s']['fp32']['H100'] == 152 and 'git' in b['env']
+    assert b['complete'] is True and b['configs'] == ['fp32', 'bf16+cl']
+    out.unlink()
     assert T.main_bench_train(['--configs', 'fp16', '--device', 'cpu']) == 2
+    assert T.main_bench_train(['--variant', 'toy', '--configs', 'fp32,fp32+typo', '--device', 'cpu', '--out', str(out)]) == 2
+    assert not out.exists() and 'fp32+typo' in capsys.readouterr().err       # rejected before anything ran
+    assert T.main_bench_train(['--variant', 'toy', '--img-size', '32', '--batch-size', '4', '--steps', '1', '--warmup', '1',
+                               '--device', 'cpu', '--configs', 'fp32+compile+fused', '--out', str(out)]) == 0
+    r = json.loads(out.read_text())['results'][0]
+    assert (r['compile'], r['fused_adam'], r['graph_breaks']) == (True, True, 0) and r['warmup_s'] > 0
     assert T.main_bench_train(['--variant', 'toy', '--img-size', '32', '--batch-size', '4', '--steps', '1', '--warmup', '1',
                                '--device', 'cpu', '--configs', 'fp32+graph', '--out', str(out)]) == 1   # CUDA graphs need a GPU
     assert json.loads(out.read_text())['results'][0]['error'] == 'ValueError: +graph needs a CUDA device'
