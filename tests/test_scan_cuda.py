@@ -206,3 +206,27 @@ def test_v4_smem_formula_matches_loaded_kernels():
         want = 4 * kw["warps"] * sc._v4_smem_floats(rec["env"]["scan"]["blk_tile"], kw["lpr"], kw.get("sub"))
         assert all(b["shared_bytes"] == want for b in builds.values()), (v, builds, want); n += 1
     assert n == 4
+
+def test_sim_custom_ops_opcheck_and_compile():
+    "Under the simulator: opcheck of the CUDA scan's custom ops, and torch.compile(fullgraph) of a function around it equals eager."
+    code = """import json, torch
+import msmamba_nb.scan_cuda as m
+from msmamba_nb.scan import random_scan_inputs
+c = {k: None if v is None else torch.from_numpy(v).float() for k, v in random_scan_inputs(Bt=2, Dc=4, L=9, N=2, G=2, z=True).items()}
+fop, bop = m.SelectiveScanCudaFn.ops
+ins = [c[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+cfg = "chan," + m.BWD_VARIANT
+out, *saved = fop(*ins, True, cfg)
+w = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
+for op, args in [(fop, (*ins, True, cfg)), (bop, (w, *ins, saved, True, cfg))]: torch.library.opcheck(op, args)
+f = lambda c: (m.selective_scan_cuda(**c) * w).sum()
+def grads(fn):
+    cc = {k: None if v is None else v.clone().requires_grad_() for k, v in c.items()}
+    loss = fn(cc); loss.backward()
+    return loss.item(), [cc[k].grad for k in cc if cc[k] is not None]
+l0, g0 = grads(f)
+l1, g1 = grads(torch.compile(f, fullgraph=True))
+print('JSON' + json.dumps(dict(dl=abs(l1 - l0), dg=max(float((a - b).abs().max()) for a, b in zip(g0, g1)), n=len(g0))))
+"""
+    r = _sim(code, timeout=600)
+    assert r["n"] == 8 and r["dl"] < 1e-5 and r["dg"] < 1e-5, r
