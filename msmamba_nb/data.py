@@ -798,6 +798,7 @@ def resize_crops(d:DeviceImages,       # images on the device
                  size:int,             # output side
                  max_hw:tuple|None=None, # (max crop height, max crop width) of the batch, known on the host
                  antialias:bool=True,
+                 rounded:bool=True,    # round to integers in [0, 255], as the uint8 image torchvision's PIL path makes
                 )->torch.Tensor:       # (B, 3, size, size) float32 in [0, 255]
     "Cut the boxes out of the flat buffer and resize them all to size×size (batched bilinear)."
     if max_hw is None: max_hw = (int(boxes[:, 2].max()), int(boxes[:, 3].max()))   # syncs; pass it when on a GPU
@@ -812,7 +813,8 @@ def resize_crops(d:DeviceImages,       # images on the device
     crop = d.buf[p].permute(0, 3, 1, 2).float()                                      # (B, 3, mh, mw)
     wy = resize_weights(ch, size, mh, antialias)                                      # (B, S, mh)
     wx = resize_weights(cw, size, mw, antialias)                                      # (B, S, mw)
-    return torch.matmul(torch.matmul(wy[:, None], crop), wx.transpose(1, 2)[:, None])  # (B, 3, S, S)
+    out = torch.matmul(torch.matmul(wy[:, None], crop), wx.transpose(1, 2)[:, None])  # (B, 3, S, S)
+    return out.round_().clamp_(0, 255) if rounded else out
 
 def normalize(x:torch.Tensor,  # (B, 3, H, W) float in [0, 255]
               mean, std,       # per-channel statistics in [0, 1] units

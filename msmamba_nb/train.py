@@ -278,6 +278,7 @@ class TrainConfig:
     cudnn_benchmark: bool = False
     deterministic: bool = False    # cudnn.deterministic + deterministic algorithms (slower)
     antialias: bool = True         # antialiased training crops when they are shrunk
+    round_crops: bool = True       # training crops rounded to uint8 values (torchvision's PIL path); runs before this option: False
     eval_every: int = 1            # validate every this many epochs (and at the last)
     time_budget_min: float|None = None # stop cleanly at an epoch boundary before this many minutes
     run_dir: str|None = None       # default: runs/<dataset>-<variant>-<split>-s<seed>
@@ -408,6 +409,7 @@ def train(cfg:TrainConfig,              # the run's options
                       or getattr(cfg, k) is not None})
         saved['run_dir'] = str(run)
         cfg = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
+        if 'round_crops' not in saved: cfg.round_crops = False   # a run from before the option trained on unrounded crops
         ck = load_checkpoint(last_p)
         if ck['state'].get('complete') and (run/'metrics.json').is_file():   # else: finished, but killed before the test
             print(f'{run}: run already complete'); return json.loads((run/'metrics.json').read_text())
@@ -505,7 +507,7 @@ def train(cfg:TrainConfig,              # the run's options
             idx, bx = order_d[s * bs:(s + 1) * bs], boxes_d[s * bs:(s + 1) * bs]
             nb = len(idx)
             if ddp: idx, bx = idx[rank::world], bx[rank::world]   # this rank's share of the global batch
-            x = normalize(resize_crops(tr, idx, bx, cfg.img_size, bounds[s], cfg.antialias), mean_t, std_t)
+            x = normalize(resize_crops(tr, idx, bx, cfg.img_size, bounds[s], cfg.antialias, cfg.round_crops), mean_t, std_t)
             if cfg.channels_last: x = x.contiguous(memory_format=torch.channels_last)
             y = tr.labels[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):

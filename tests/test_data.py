@@ -251,17 +251,20 @@ def test_resize_crops_matches_interpolate():
     ims = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(50, 61), (130, 97), (20, 33)]]
     d = DeviceImages(ImageSet.from_arrays(ims, [0, 1, 0]))
     boxes = torch.tensor([[0, 0, 50, 61], [7, 3, 120, 90], [2, 5, 11, 20]])   # enlarge, shrink (antialias), enlarge
-    out = resize_crops(d, torch.tensor([0, 1, 2]), boxes, 40)
+    out = resize_crops(d, torch.tensor([0, 1, 2]), boxes, 40, rounded=False)
     for i, (t, l, h, w) in enumerate(boxes.tolist()):
         ref = torch.from_numpy(ims[i][t:t + h, l:l + w]).permute(2, 0, 1)[None].float()
         torch.testing.assert_close(out[i:i + 1], F.interpolate(ref, (40, 40), mode='bilinear', align_corners=False,
                                                                antialias=True), atol=2e-3, rtol=0)
-    plain = resize_crops(d, torch.tensor([1]), boxes[1:2], 40, antialias=False)
+    plain = resize_crops(d, torch.tensor([1]), boxes[1:2], 40, antialias=False, rounded=False)
     ref = torch.from_numpy(ims[1][7:127, 3:93]).permute(2, 0, 1)[None].float()
     torch.testing.assert_close(plain, F.interpolate(ref, (40, 40), mode='bilinear', align_corners=False), atol=2e-3, rtol=0)
     # the index order of a batch does not matter, and max_hw given by the host gives the same result
-    out2 = resize_crops(d, torch.tensor([2, 0]), boxes[[2, 0]], 40, max_hw=(60, 70))
+    out2 = resize_crops(d, torch.tensor([2, 0]), boxes[[2, 0]], 40, max_hw=(60, 70), rounded=False)
     torch.testing.assert_close(out2, out[[2, 0]], atol=1e-3, rtol=0)
+    # by default the crops are rounded like the uint8 image torchvision's PIL path produces
+    r = resize_crops(d, torch.tensor([0, 1, 2]), boxes, 40)
+    assert torch.equal(r, r.to(torch.uint8).float()) and (r - out).abs().max() <= 0.5 + 1e-3
 
 def test_eval_resize_and_normalize():
     rng = np.random.default_rng(2)

@@ -147,6 +147,21 @@ def test_resume_equals_uninterrupted(tiny, tmp_path, kill_at):
     env = json.loads((tmp_path/'k'/'env.json').read_text())
     assert env['resumes'][0]['from_epoch'] == 1
 
+def test_run_from_before_round_crops_resumes_unrounded(tiny, tmp_path):
+    "A run whose config.json predates `round_crops` trained on unrounded crops, and resumes that way."
+    root, data = tiny
+    ref = train(_cfg(root, tmp_path/'ref', batch_size=5, round_crops=False), data=data)
+    rounded = train(_cfg(root, tmp_path/'rnd', batch_size=5), data=data)
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(tmp_path/'ref').values(), _weights(tmp_path/'rnd').values()))
+    with pytest.raises(SimulatedKill):
+        train(_cfg(root, tmp_path/'k', batch_size=5, round_crops=False), data=data, stop_after_steps=5)
+    cj = tmp_path/'k'/'config.json'
+    c = json.loads(cj.read_text()); assert c.pop('round_crops') is False
+    cj.write_text(json.dumps(c))                                   # as the code before the option wrote it
+    res = train(TrainConfig(run_dir=str(tmp_path/'k'), progress=False, device='cpu'), resume=True, data=data)
+    wr, wk = _weights(tmp_path/'ref'), _weights(tmp_path/'k')
+    assert all(torch.equal(wr[k], wk[k]) for k in wr) and res['test_loss'] == ref['test_loss']
+
 def test_time_budget_then_resume(tiny, tmp_path):
     root, data = tiny
     ref = train(_cfg(root, tmp_path/'ref'), data=data)
