@@ -294,7 +294,8 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
         ep = cfg.get('epochs') or 0
         L += ["## Training protocol (from the run's config.json)",
               f"- Adam lr {cfg.get('lr')}, weight decay {cfg.get('weight_decay')}, batch {cfg.get('batch_size')}, "
-              f"RandomResizedCrop({cfg.get('img_size')}) for training, Resize for val/test, seed {cfg.get('seed')}, "
+              f"RandomResizedCrop({cfg.get('img_size')}) for training (crops {'rounded to uint8' if cfg.get('round_crops') else 'not rounded (float)'}), "
+              f"Resize for val/test, seed {cfg.get('seed')}, "
               f"{'bf16 autocast' if cfg.get('bf16') else 'float32'}; per-iteration warm-up then cosine schedule over {ep} epochs; "
               f"best-val-accuracy checkpoint; {met.get('epochs_run', '?')} epochs run",
               (f"- **Shortened schedule**: {ep} epochs instead of the released protocol's 200 (warm-up scaled to "
