@@ -5,6 +5,7 @@ old bench wrote it only at the end; it now writes after every config). Numbers c
 """
 import argparse, json, re, sys
 from pathlib import Path
+from msmamba_nb.train import bench_config
 
 LINE = re.compile(r"^\s*(?P<config>[\w+]+): train (?P<img>[\d.]+) img/s \((?P<ms>[\d.]+) ms/step\), peak (?P<mem>[\d.]+) GiB; "
                   r"infer (?P<infer>.*)$")
@@ -15,11 +16,8 @@ def parse(text:str)->list:
     for line in text.splitlines():
         m = LINE.match(line)
         if not m: continue
-        parts = m['config'].split('+')
         infer = {k: float(v) for k, v in re.findall(r"b(\d+): ([\d.]+)", m['infer'])}
-        rows.append(dict(config=m['config'], precision=parts[0], channels_last='cl' in parts,
-                         compile='compile' in parts or 'ro' in parts, compile_mode='reduce-overhead' if 'ro' in parts else None,
-                         fused_adam='fused' in parts, train_img_s=float(m['img']), train_step_ms_median=float(m['ms']),
+        rows.append(dict(bench_config(m['config']), train_img_s=float(m['img']), train_step_ms_median=float(m['ms']),
                          peak_mem_GiB=float(m['mem']), infer_img_s=infer))
     return rows
 
