@@ -1801,11 +1801,11 @@ def _time_call(Bt, Dch, L, N, G, reps, bwd=True, impl=None):
     kf = _events_ms(lambda: scan_fwd_cuda(*args, None, x["delta_bias"], impl=impl), reps)
     res = dict(impl=impl, fwd_ms=fwd["median"], fwd=fwd, fwd_kernel=kf)
     if bwd:
-        xg = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
+        xg = [x[k].detach().clone().requires_grad_() for k in ("u", "delta", "A", "B", "C", "D", "delta_bias")]
         dout = torch.randn(Bt, Dch, L, device="cuda")
-        def fb():
-            out = selective_scan_cuda(*(xg[k] for k in ("u", "delta", "A", "B", "C", "D")), delta_bias=xg["delta_bias"], impl=impl)
-            out.backward(dout)
+        def fb():   # autograd.grad: the gradients are returned, not added into .grad (that sum is not the scan's work)
+            out = selective_scan_cuda(*xg[:6], delta_bias=xg[6], impl=impl)
+            torch.autograd.grad(out, xg, dout)
         fbt = _events_ms(fb, reps)
         _, st = scan_fwd_cuda(*args, None, x["delta_bias"], impl=impl)
         kb = _events_ms(lambda: scan_bwd_cuda(dout, *args, None, x["delta_bias"], st, impl=impl), reps)
@@ -1867,7 +1867,8 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
                 blk_config=dict(tile=BLK_TILE, rows=BLK_ROWS, bwd=BWD_VARIANT),
                 tiles=dict(blk=BLK_TILE, seq=SEQ_TILE, warp=WARP * ITEMS),
                 note=("fwd_ms / fwdbwd_ms: median per-call CUDA-event time through selective_scan_cuda (autograd wrapper, "
-                      "host overhead included); *_kernel: launches without the wrapper; impls timed shape by shape in one "
+                      "host overhead included; the backward through torch.autograd.grad, so no .grad accumulation is timed — the runs "
+                      "before 2026-11-27 summed into .grad, which is extra memory traffic); *_kernel: launches without the wrapper; impls timed shape by shape in one "
                       "run (blk = v3, seq = v2, warp = v1); floors: scan_notes §6.1 bytes / 3.0 TB/s; mamba_ssm_issue_h100: "
                       "the numbers quoted in issue 3 (not measured here: mamba_ssm cannot be built on the GPU image); "
                       f"torch path: one run at batch {torch_batch} (PyTorch sequential loop, msmamba_nb.scan.selective_scan_torch)"),

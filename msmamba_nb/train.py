@@ -345,7 +345,6 @@ def evaluate(model:nn.Module,        # the model (eval mode is set here)
              y:torch.Tensor,         # (N,) labels, same device
              mean, std,              # normalisation
              batch_size:int=256, bf16:bool=False, channels_last:bool=False,
-             pad_last:bool=False,    # pad the last batch to batch_size (one shape for a compiled model)
             )->dict:                 # loss, acc, probs (N, K) numpy float64
     "Loss, accuracy and class probabilities over a pre-resized split."
     model.eval()
@@ -354,7 +353,6 @@ def evaluate(model:nn.Module,        # the model (eval mode is set here)
     loss, correct, probs = torch.zeros((), device=dev, dtype=torch.float64), torch.zeros((), device=dev, dtype=torch.long), []
     for i in range(0, len(y), batch_size):
         xb = x_u8[i:i + batch_size]; nb = len(xb)
-        if pad_last and nb < batch_size: xb = torch.cat([xb, xb.new_zeros((batch_size - nb,) + xb.shape[1:])])
         x = normalize(xb.float(), mean, std)
         if channels_last: x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
@@ -460,8 +458,10 @@ def train(cfg:TrainConfig,              # the run's options
         # find_unused_parameters: the released model keeps parameters its forward never uses (pvm.proj, ss2d out_proj)
         net = DDP(model, device_ids=[device.index] if device.type == 'cuda' else None, find_unused_parameters=True)
     # static shapes: the full and the last training batch, and one (padded) evaluation batch
+    # compiled: one shape only, the full training batch (each compile costs minutes on the GPU host); the shorter last
+    # batch of an epoch and all evaluation run eagerly through the same parameters, so a run (or a resume) compiles once
     fwd = torch.compile(net, backend=cfg.compile_backend, mode=cfg.compile_mode, dynamic=False) if cfg.compile else net
-    efwd = model if ddp else fwd     # rank 0 evaluates alone: never through the DDP wrapper (no collectives)
+    efwd = model     # rank 0 evaluates alone: never through the DDP wrapper (no collectives)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     bs, n_tr = cfg.batch_size, len(tr)
     steps = math.ceil(n_tr / bs)
@@ -513,7 +513,7 @@ def train(cfg:TrainConfig,              # the run's options
             if cfg.channels_last: x = x.contiguous(memory_format=torch.channels_last)
             y = tr.labels[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = fwd(x)
+                logits = (fwd if nb == bs else net)(x)
             if ddp:   # DDP averages gradients over ranks, so world·Σ/nb makes them the global batch's mean
                 lsum = F.cross_entropy(logits.float(), y, reduction='sum'); loss = lsum * (world / nb)
             else: loss = F.cross_entropy(logits.float(), y); lsum = loss.detach().double() * len(idx)
@@ -532,7 +532,7 @@ def train(cfg:TrainConfig,              # the run's options
         rec = dict(epoch=e + 1, train_loss=train_loss, train_acc=train_acc, lr=sched.get_last_lr()[0],
                    images_per_s=n_tr / train_s, train_s=train_s)
         if main and ((e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs):
-            v = evaluate(efwd, val_x, val_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last, cfg.compile)
+            v = evaluate(efwd, val_x, val_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last)
             rec.update(val_loss=v['loss'], val_acc=v['acc'])
             if v['acc'] > st['best_val_acc']:
                 st['best_val_acc'], st['best_epoch'] = v['acc'], e + 1
@@ -576,7 +576,7 @@ def train(cfg:TrainConfig,              # the run's options
     model.load_state_dict(best['model'])
     te = data.splits['test']
     te_x, te_y = eval_resize(te, cfg.img_size).to(device), torch.from_numpy(te.labels).to(device)
-    ev = evaluate(efwd, te_x, te_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last, cfg.compile)
+    ev = evaluate(efwd, te_x, te_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last)
     m = classification_metrics(te.labels, ev['probs'], data.class_names)
     save_predictions(run/'predictions.csv', ev['probs'], te.labels, te.files)
     out = dict(complete=st['complete'], status=st['status'], resumable=not st['complete'], split='test',
@@ -652,7 +652,7 @@ def _train_parser()->argparse.ArgumentParser:
     g = p.add_argument_group('speed')
     g.add_argument('--bf16', action='store_true', help='bfloat16 autocast')
     g.add_argument('--channels-last', action='store_true', help='channels_last memory format')
-    g.add_argument('--compile', action='store_true', help='torch.compile the model (one graph: the scan is a custom op)')
+    g.add_argument('--compile', action='store_true', help='torch.compile the model for the full training batches (one graph: the scan is a custom op; the last, shorter batch and evaluation run eagerly, so it compiles once)')
     g.add_argument('--compile-mode', help='torch.compile mode, e.g. reduce-overhead (CUDA graphs) or max-autotune-no-cudagraphs')
     g.add_argument('--compile-backend', default='inductor', help='torch.compile backend (default inductor)')
     g.add_argument('--tf32', action='store_true', help='allow TF32 matmuls/convolutions for fp32')
