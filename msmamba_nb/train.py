@@ -425,6 +425,9 @@ def train(cfg:TrainConfig,              # the run's options
         if device.type == 'cuda': device = torch.device('cuda', local); torch.cuda.set_device(device)
         own_pg = not dist.is_initialized()
         if own_pg: dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    # per-epoch reseeding (seed, epoch, rank) under DDP, and for a DDP run resumed by one process (whose saved RNG states
+    # belong to another process layout): dropout then follows rank 0's stream; a one-process run restores its RNG states
+    reseed = ddp or cfg.world_size > 1
     cfg.world_size = world
     seed_everything(cfg.seed)
     if device.type == 'cuda':
@@ -474,7 +477,7 @@ def train(cfg:TrainConfig,              # the run's options
     if ck is not None:
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
         st.update(ck['state'])
-        if not ddp: set_rng_state(ck['rng'])   # DDP reseeds per (seed, epoch, rank) instead (and must not touch other GPUs)
+        if not reseed: set_rng_state(ck['rng'])   # DDP reseeds per (seed, epoch, rank) instead (and must not touch other GPUs)
         if main:
             lines = [l for l in (run/'log.jsonl').read_text().splitlines() if l.strip()] if (run/'log.jsonl').exists() else []
             (run/'log.jsonl').write_text(''.join(l + '\n' for l in lines if json.loads(l)['epoch'] <= st['epoch']))
@@ -488,7 +491,7 @@ def train(cfg:TrainConfig,              # the run's options
                                           img_size=cfg.img_size, n_params=n_params))
     else:
         env = json.loads((run/'env.json').read_text())
-        env['resumes'].append(dict(environment_info(), device=str(device), from_epoch=st['epoch'])); _write_json(run/'env.json', env)
+        env['resumes'].append(dict(environment_info(), device=str(device), from_epoch=st['epoch'], world_size=world)); _write_json(run/'env.json', env)
 
     def save_last():
         save_checkpoint(dict(meta=meta, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
@@ -498,7 +501,7 @@ def train(cfg:TrainConfig,              # the run's options
     steps_here, last_epoch_s = 0, None
     while st['epoch'] < cfg.epochs and st['status'] == 'running':
         e = st['epoch']; t0 = time.time()
-        if ddp: torch.manual_seed(cfg.seed * 1_000_003 + e * 1009 + rank)   # per-rank dropout; exact on resume
+        if reseed: torch.manual_seed(cfg.seed * 1_000_003 + e * 1009 + rank)   # per-rank dropout; exact on resume
         fwd.train()
         order, boxes = epoch_plan(tr.hw_cpu, cfg.seed, e)
         bounds = _batch_bounds(boxes, bs)
