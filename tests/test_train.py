@@ -299,12 +299,12 @@ def test_full_variant_t_two_epochs_sample(tmp_path):
                       run_dir=str(tmp_path/'t'), progress=False, device='cpu')
     assert train(cfg)['complete']
 
-def test_evaluate_pad_last_changes_nothing():
+def test_evaluate_batch_size_changes_nothing():
     torch.manual_seed(0)
     net = build_model('toy', 3).eval()
     x, y = torch.randint(0, 256, (11, 3, 16, 16), dtype=torch.uint8), torch.arange(11) % 3
     a = T.evaluate(net, x, y, [0.5] * 3, [0.2] * 3, 4)
-    b = T.evaluate(net, x, y, [0.5] * 3, [0.2] * 3, 4, pad_last=True)
+    b = T.evaluate(net, x, y, [0.5] * 3, [0.2] * 3, 11)
     assert a['probs'].shape == (11, 3) and np.allclose(a['probs'], b['probs'], atol=1e-6) and a['acc'] == b['acc']
 
 def test_resume_after_a_kill_during_the_test_evaluation(tiny, tmp_path):
@@ -343,6 +343,28 @@ def test_ddp_two_cpu_processes_match_one(tiny, tmp_path):
     la = [json.loads(l) for l in (tmp_path/'one'/'log.jsonl').read_text().splitlines()]
     lb = [json.loads(l) for l in (tmp_path/'two'/'log.jsonl').read_text().splitlines()]   # rank 0 alone writes
     assert len(lb) == 2 and all(abs(a['train_loss'] - b['train_loss']) < 1e-5 and a['train_acc'] == b['train_acc'] for a, b in zip(la, lb))
+
+def test_ddp_run_resumes_in_one_process(tiny, tmp_path, monkeypatch):
+    "A run stopped under torchrun (2 processes) resumes in one process: same end as an uninterrupted one-process run."
+    import os, subprocess, sys
+    root, data = tiny
+    mk = {"bn": False, "drop": 0.0}     # no BN/dropout: the math does not depend on the process layout
+    one = train(_cfg(root, tmp_path/'one', epochs=2, model_kwargs=mk), data=data)
+    args = ['train', '--dataset', 'MHIST', '--data-root', str(root), '--variant', 'toy', '--model-kwargs', json.dumps(mk),
+            '--epochs', '2', '--img-size', '32', '--batch-size', '6', '--device', 'cpu', '--no-progress',
+            '--time-budget-min', '0', '--run-dir', str(tmp_path/'two')]     # budget 0: stops after epoch 1, resumable
+    p = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'msmamba_nb.cli', *args],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len((tmp_path/'two'/'log.jsonl').read_text().splitlines()) == 1
+    def no_restore(s): raise AssertionError("a DDP run's saved RNG states belong to another process layout")
+    monkeypatch.setattr(T, 'set_rng_state', no_restore)
+    two = train(_cfg(root, tmp_path/'two', epochs=2, model_kwargs=mk, time_budget_min=None), data=data, resume=True)
+    wa, wb = _weights(tmp_path/'one'), _weights(tmp_path/'two')
+    for k in wa: assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6), (k, float((wa[k] - wb[k]).abs().max()))
+    assert two['complete'] and two['OA'] == one['OA'] and two['epochs_run'] == 2
+    env = json.loads((tmp_path/'two'/'env.json').read_text())
+    assert [r['world_size'] for r in env['resumes']] == [1] and env['resumes'][0]['from_epoch'] == 1
 
 def test_default_run_dir_names_the_packs_split(tmp_path, monkeypatch):
     "Without --run-dir the run is named after the data it trains on: the bundled sample pack's scheme, not 'stratified'."
