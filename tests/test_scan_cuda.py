@@ -230,3 +230,10 @@ print('JSON' + json.dumps(dict(dl=abs(l1 - l0), dg=max(float((a - b).abs().max()
 """
     r = _sim(code, timeout=600)
     assert r["n"] == 8 and r["dl"] < 1e-5 and r["dg"] < 1e-5, r
+
+def test_ptx_unsigned_indices():
+    "Indices are uint64 in the kernels' loops: Numba's negative-index wraparound (a sign shift per index) is left only in set-up code."
+    import re
+    for nm, kw, most in (("fwd_blk", {}, 32), ("bwd_v4", dict(lpr=8, sub=4, warps=2, zgate=False), 24)):   # 66 and 36 before (4adb40f)
+        n = len(re.findall(r"shr\.s64\s+%rd\d+, %rd\d+, 63;", sc._ptx(nm, cc=(9, 0), **kw)))
+        assert n <= most, f"{nm}: {n} sign shifts (negative-index wraparound) in the PTX, expected ≤ {most}"
