@@ -1290,7 +1290,18 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                         SMBC=warps * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=warps * WARP * sub,
                         RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias))
 
-# %% ../nbs/02_scan_cuda.ipynb #c035
+# %% ../nbs/02_scan_cuda.ipynb #c032
+def _compile_ptx(fn, sig:str, cc=(9, 0), fastmath:bool=True)->str:
+    "PTX of a Numba CUDA kernel for compute capability `cc`, with or without a GPU (needs numba-cuda's [cu13] extra)."
+    c = _cuda()
+    from numba.cuda import dispatcher as nd
+    real = nd.get_current_device
+    if not c.is_available():   # device functions ask the current device for its cc: answer `cc` on a GPU-less machine
+        nd.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)
+    try: return c.compile_ptx(fn, sig, cc=cc, fastmath=fastmath)[0]
+    finally: nd.get_current_device = real
+
+# %% ../nbs/02_scan_cuda.ipynb #c036
 _FACTORIES = dict(fwd_warp=_make_fwd_warp, bwd_warp=_make_bwd_warp, fwd_chan=_make_fwd_chan, bwd_chan=_make_bwd_chan,
                   fwd_seq=_make_fwd_seq, bwd_seq=_make_bwd_seq, fwd_blk=_make_fwd_blk, bwd_v4=_make_bwd_v4)
 _N_ARR = dict(fwd=10, bwd=18)    # array arguments (then int64 scalars: 7 for fwd, 9 for bwd)
@@ -1306,13 +1317,7 @@ def _signature(kind:str):
 
 def _ptx(name:str, cc=(9, 0), **kw)->str:
     "PTX of a kernel variant (works without a GPU; needs numba-cuda's [cu13] extra)."
-    c = _cuda()
-    from numba.cuda import dispatcher as nd
-    real = nd.get_current_device
-    if not c.is_available():   # device functions ask the current device for its cc: answer `cc` on a GPU-less machine
-        nd.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)
-    try: return c.compile_ptx(_FACTORIES[name](**kw), _signature(name[:3]), cc=cc, fastmath=True)[0]
-    finally: nd.get_current_device = real
+    return _compile_ptx(_FACTORIES[name](**kw), _signature(name[:3]), cc)
 
 def _kernel(name:str, maxreg:int|None=None, **kw):
     "Compiled (dispatcher, low-level kernel or None) for a variant (`maxreg`: ptxas register cap), cached."
@@ -1366,7 +1371,7 @@ def _dummy(device)->torch.Tensor:
     if device not in _DUMMY: _DUMMY[device] = torch.zeros(1, device=device)
     return _DUMMY[device]
 
-# %% ../nbs/02_scan_cuda.ipynb #c037
+# %% ../nbs/02_scan_cuda.ipynb #c038
 def _out(shape, like, zero=False):
     "Output buffer: zeros, NaN (poison, in tests) or uninitialised."
     if zero: return torch.zeros(shape, device=like.device, dtype=torch.float32)
@@ -1492,7 +1497,7 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
         _launch("bwd_chan", -(-Bt * Dch // 32), 32, 0, arrs, ints, tile=CHAN_TILE)
     return du, ddl, dA, dB, dC, dD, dz, db
 
-# %% ../nbs/02_scan_cuda.ipynb #c040
+# %% ../nbs/02_scan_cuda.ipynb #c041
 def _stage_axes(rows:list)->tuple:
     "Bar positions and tick labels ('st1\\nL=3136', ...) of per-stage results (dicts with a 'shape')."
     return np.arange(len(rows)), [f"st{i+1}\nL={r['shape'][2]}" for i, r in enumerate(rows)]
@@ -1525,7 +1530,7 @@ def plot_bwd_variants(rec:dict|str,   # benchmarks/scan_bwd_variants.py JSON (or
     return _finish_stage_plot(fig, axs, x, lab, "ms per grouped call", titles, f"scan backward variants (v3 forward), fp32, "
                               f"{rec['env'].get('gpu')}, commit {str(rec['env'].get('git_commit'))[:7]}", png)
 
-# %% ../nbs/02_scan_cuda.ipynb #c043
+# %% ../nbs/02_scan_cuda.ipynb #c044
 def _cuda_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cfg):
     "Forward kernels: [out, tile states]; cfg = 'impl,backward variant'."
     return list(scan_fwd_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cfg.split(",")[0]))
@@ -1564,7 +1569,7 @@ def selective_scan_cuda(u:torch.Tensor,               # input (Bt, D_, L), fp32/
     cfg = f"{impl},{BWD_VARIANT}"                              # the backward variant is fixed when the forward runs
     return SelectiveScanCudaFn.apply(*map(as_f32, (u, delta, A, B, C, D, z, delta_bias)), bool(delta_softplus), cfg).to(u.dtype)
 
-# %% ../nbs/02_scan_cuda.ipynb #c047
+# %% ../nbs/02_scan_cuda.ipynb #c048
 _SIM_SHUFFLES = False
 
 def _install_sim_shuffles():
@@ -1701,7 +1706,7 @@ def ptxas_report(names=("fwd_blk", "fwd_seq", "bwd_seq", "fwd_warp", "bwd_warp")
                        warps_per_sm_by_registers=min(64, 65536 // (-(-regs * 32 // 256) * 256)) if regs else None)
     return rep
 
-# %% ../nbs/02_scan_cuda.ipynb #c057
+# %% ../nbs/02_scan_cuda.ipynb #c058
 MAMBA_SSM_H100 = {  # issue 3: mamba_ssm CUDA kernel, H100 80GB, fp32, CUDA events, median of 30 (fwd ms, fwd+bwd ms)
     "grouped": {(232, 96, 3136, 4): (3.48, 16.17)},
     "per_direction": {(58, 24, 3136, 1): (0.236, 0.878), (58, 48, 784, 1): (0.106, 0.491),
@@ -1775,7 +1780,7 @@ def gpu_check(n_random:int=8, seed:int=0, tol32:float=1e-4, tol16:float=2e-2, im
                 metric="relative L2 error ||x - ref|| / ||ref|| vs the float64 NumPy reference (msmamba_nb.scan), per output",
                 cases=rows)
 
-# %% ../nbs/02_scan_cuda.ipynb #c058
+# %% ../nbs/02_scan_cuda.ipynb #c059
 def _rand_inputs(Bt, Dch, L, N=16, G=4, grad=False, seed=0, device="cuda"):
     "Random fp32 scan inputs on the GPU (mamba_ssm test distributions)."
     g = torch.Generator(device=device).manual_seed(seed)
@@ -1882,7 +1887,7 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
                       f"torch path: one run at batch {torch_batch} (PyTorch sequential loop, msmamba_nb.scan.selective_scan_torch)"),
                 grouped=by[impls[0]]["grouped"], released=by[impls[0]]["released"], by_impl=by, torch_path=tp)
 
-# %% ../nbs/02_scan_cuda.ipynb #c059
+# %% ../nbs/02_scan_cuda.ipynb #c060
 def _label(m:str, bench:dict)->str:
     "Display name of an impl in a benchmark (v3 says which backward it ran with)."
     bwd = bench.get("blk_config", {}).get("bwd")     # the backward behind blk and seq ("seq" in older files = v2)

@@ -237,3 +237,24 @@ def test_ptx_unsigned_indices():
     for nm, kw, most in (("fwd_blk", {}, 32), ("bwd_v4", dict(lpr=8, sub=4, warps=2, zgate=False), 24)):   # 66 and 36 before (4adb40f)
         n = len(re.findall(r"shr\.s64\s+%rd\d+, %rd\d+, 63;", sc._ptx(nm, cc=(9, 0), **kw)))
         assert n <= most, f"{nm}: {n} sign shifts (negative-index wraparound) in the PTX, expected ≤ {most}"
+
+def test_scan_sass_loop_parser():
+    "benchmarks/scan_sass.py finds a loop (a backward branch) in an nvdisasm listing and counts its instruction mix."
+    import importlib.util, pathlib
+    spec = importlib.util.spec_from_file_location("scan_sass", pathlib.Path(__file__).parent.parent/"benchmarks"/"scan_sass.py")
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    listing = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_3:
+        /*0010*/                   FMUL.FTZ R4, R5, R6 ;
+        /*0020*/                   MUFU.EX2 R4, R4 ;
+        /*0030*/                   LDS R7, [R8+UR4+0x104] ;
+        /*0040*/                   IADD3 R8, R8, 0x4, RZ ;
+        /*0050*/                   ISETP.GE.AND P0, PT, R8, R9, PT ;
+        /*0060*/              @!P0 BRA `(.L_x_3) ;
+        /*0070*/                   EXIT ;
+"""
+    (lp,) = m.loops(listing)
+    assert (lp['label'], lp['instructions'], lp['mufu_ex2'], lp['lds'], lp['fmul'], lp['int_uniform_move'], lp['bra']) == \
+        ('.L_x_3', 6, 1, 1, 1, 2, 1)
+    assert m.loops(listing, min_ex2=2) == []
