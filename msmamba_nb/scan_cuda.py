@@ -48,6 +48,22 @@ def _with_consts(fn, **consts):
     g = dict(fn.__globals__); g.update(consts)
     return type(fn)(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
 
+def _warp_scan(pa, pb, h0, lane):
+    "Inclusive warp scan of the lanes' (a, b) aggregates with carry-in h0: the state entering each lane's items (lane 0: the warp's last state)."
+    if lane == 0:
+        pb = pa * h0 + pb
+    for r in range(4):
+        off = 1 << r
+        ua = cuda.shfl_up_sync(_FULL, pa, off)
+        ub = cuda.shfl_up_sync(_FULL, pb, off)
+        if lane >= off:
+            pb = pa * ub + pb
+            pa = pa * ua
+    ub = cuda.shfl_up_sync(_FULL, pb, 16)
+    if lane >= 16:
+        pb = pa * ub + pb
+    return cuda.shfl_sync(_FULL, pb, (lane + 31) & 31)
+
 def _make_fwd_warp(items:int=ITEMS):
     "Factory of the forward warp kernel with `items` consecutive steps per lane (tile = 32·items)."
     def _fwd_warp(u, dl, A, Bm, Cm, Dv, z, bias, out, states, Bt, Dch, L, N, G, ntiles, flags):
@@ -131,19 +147,7 @@ def _make_fwd_warp(items:int=ITEMS):
                         pa = ai * pa
                         pb = ai * pb + bi
                     h0 = hc[n]
-                    if lane == 0:
-                        pb = pa * h0 + pb
-                    for r in range(4):
-                        off = 1 << r
-                        ua = cuda.shfl_up_sync(_FULL, pa, off)
-                        ub = cuda.shfl_up_sync(_FULL, pb, off)
-                        if lane >= off:
-                            pb = pa * ub + pb
-                            pa = pa * ua
-                    ub = cuda.shfl_up_sync(_FULL, pb, 16)
-                    if lane >= 16:
-                        pb = pa * ub + pb
-                    h = cuda.shfl_sync(_FULL, pb, (lane + 31) & 31)
+                    h = WSCAN(pa, pb, h0, lane)
                     if lane == 0:
                         hc[n] = h
                         states[srow + k * N + n] = h
@@ -160,7 +164,7 @@ def _make_fwd_warp(items:int=ITEMS):
                             zz = z[row + t]
                             o = o * zz / (float32(1.0) + math.exp(-zz))
                         out[row + t] = o
-    return _with_consts(_fwd_warp, IT=items, TILE=WARP * items, TP=WARP * items + items)
+    return _with_consts(_fwd_warp, IT=items, TILE=WARP * items, TP=WARP * items + items, WSCAN=_dev(_warp_scan))
 
 # %% ../nbs/02_scan_cuda.ipynb #c018
 def _make_bwd_warp(items:int=ITEMS):
@@ -288,19 +292,7 @@ def _make_bwd_warp(items:int=ITEMS):
                             pa = ai * pa
                             pb = ai * pb + dtu[i] * bx
                         h0 = states[srow + (k - 1) * N + n] if k > 0 else float32(0.0)
-                        if lane == 0:
-                            pb = pa * h0 + pb
-                        for r in range(4):
-                            off = 1 << r
-                            ua = cuda.shfl_up_sync(_FULL, pa, off)
-                            ub = cuda.shfl_up_sync(_FULL, pb, off)
-                            if lane >= off:
-                                pb = pa * ub + pb
-                                pa = pa * ua
-                        ub = cuda.shfl_up_sync(_FULL, pb, 16)
-                        if lane >= 16:
-                            pb = pa * ub + pb
-                        h = cuda.shfl_sync(_FULL, pb, (lane + 31) & 31)
+                        h = WSCAN(pa, pb, h0, lane)
                         if lane == 0:
                             h = h0
                         hs[0] = h
@@ -401,7 +393,7 @@ def _make_bwd_warp(items:int=ITEMS):
                         v += cuda.shfl_xor_sync(_FULL, v, 1 << r)
                     if lane == 0:
                         cuda.atomic.add(dA_o, d * N + n, v)
-    return _with_consts(_bwd_warp, IT=items, IT1=items + 1, TILE=WARP * items, TP=WARP * items + items)
+    return _with_consts(_bwd_warp, IT=items, IT1=items + 1, TILE=WARP * items, TP=WARP * items + items, WSCAN=_dev(_warp_scan))
 
 # %% ../nbs/02_scan_cuda.ipynb #c020
 def _make_fwd_chan(tile:int=WARP * ITEMS):
@@ -1317,6 +1309,7 @@ def _signature(kind:str):
 
 def _ptx(name:str, cc=(9, 0), **kw)->str:
     "PTX of a kernel variant (works without a GPU; needs numba-cuda's [cu13] extra)."
+    _cuda()   # first: a factory's kernel copies this module's globals (cuda, float32, uint64) when it is built
     return _compile_ptx(_FACTORIES[name](**kw), _signature(name[:3]), cc)
 
 def _kernel(name:str, maxreg:int|None=None, **kw):

@@ -258,3 +258,10 @@ def test_scan_sass_loop_parser():
     assert (lp['label'], lp['instructions'], lp['mufu_ex2'], lp['lds'], lp['fmul'], lp['int_uniform_move'], lp['bra']) == \
         ('.L_x_3', 6, 1, 1, 1, 2, 1)
     assert m.loops(listing, min_ex2=2) == []
+
+def test_ptx_first_call_in_a_fresh_process():
+    "`_ptx` binds numba.cuda before it builds a kernel (kernels copy the module's globals when built)."
+    import subprocess, sys
+    code = "from msmamba_nb import scan_cuda as sc; print('.target sm_90' in sc._ptx('fwd_chan'))"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == "True", p.stderr[-2000:]
