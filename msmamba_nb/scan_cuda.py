@@ -49,20 +49,21 @@ def _with_consts(fn, **consts):
     return type(fn)(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
 
 def _warp_scan(pa, pb, h0, lane):
-    "Inclusive warp scan of the lanes' (a, b) aggregates with carry-in h0: the state entering each lane's items (lane 0: the warp's last state)."
-    if lane == 0:
+    "Inclusive warp scan of the lanes' (a, b) aggregates with carry-in h0: the state entering each lane's items (the first lane: the warp's last state)."
+    # compile-time constant REV (see `_dev`): scan from lane 31 down to lane 0 (the backward's reverse scan)
+    if lane == (31 if REV else 0):
         pb = pa * h0 + pb
     for r in range(4):
         off = 1 << r
-        ua = cuda.shfl_up_sync(_FULL, pa, off)
-        ub = cuda.shfl_up_sync(_FULL, pb, off)
-        if lane >= off:
+        ua = cuda.shfl_down_sync(_FULL, pa, off) if REV else cuda.shfl_up_sync(_FULL, pa, off)
+        ub = cuda.shfl_down_sync(_FULL, pb, off) if REV else cuda.shfl_up_sync(_FULL, pb, off)
+        if (lane + off < 32) if REV else (lane >= off):
             pb = pa * ub + pb
             pa = pa * ua
-    ub = cuda.shfl_up_sync(_FULL, pb, 16)
-    if lane >= 16:
+    ub = cuda.shfl_down_sync(_FULL, pb, 16) if REV else cuda.shfl_up_sync(_FULL, pb, 16)
+    if (lane < 16) if REV else (lane >= 16):
         pb = pa * ub + pb
-    return cuda.shfl_sync(_FULL, pb, (lane + 31) & 31)
+    return cuda.shfl_sync(_FULL, pb, (lane + 1) & 31 if REV else (lane + 31) & 31)
 
 def _make_fwd_warp(items:int=ITEMS):
     "Factory of the forward warp kernel with `items` consecutive steps per lane (tile = 32·items)."
@@ -164,7 +165,7 @@ def _make_fwd_warp(items:int=ITEMS):
                             zz = z[row + t]
                             o = o * zz / (float32(1.0) + math.exp(-zz))
                         out[row + t] = o
-    return _with_consts(_fwd_warp, IT=items, TILE=WARP * items, TP=WARP * items + items, WSCAN=_dev(_warp_scan))
+    return _with_consts(_fwd_warp, IT=items, TILE=WARP * items, TP=WARP * items + items, WSCAN=_dev(_warp_scan, REV=False))
 
 # %% ../nbs/02_scan_cuda.ipynb #c018
 def _make_bwd_warp(items:int=ITEMS):
@@ -308,19 +309,7 @@ def _make_bwd_warp(items:int=ITEMS):
                             qa = aa[i] * qa
                         qi = ci * N + n
                         qcar = qc[qi]
-                        if lane == 31:
-                            qb = qa * qcar + qb
-                        for r in range(4):
-                            off = 1 << r
-                            da = cuda.shfl_down_sync(_FULL, qa, off)
-                            db = cuda.shfl_down_sync(_FULL, qb, off)
-                            if lane + off < 32:
-                                qb = qa * db + qb
-                                qa = qa * da
-                        db = cuda.shfl_down_sync(_FULL, qb, 16)
-                        if lane < 16:
-                            qb = qa * db + qb
-                        qn = cuda.shfl_sync(_FULL, qb, (lane + 1) & 31)
+                        qn = WSCANR(qa, qb, qcar, lane)
                         if lane == 31:
                             qc[qi] = qn
                             qn = qcar
@@ -393,7 +382,8 @@ def _make_bwd_warp(items:int=ITEMS):
                         v += cuda.shfl_xor_sync(_FULL, v, 1 << r)
                     if lane == 0:
                         cuda.atomic.add(dA_o, d * N + n, v)
-    return _with_consts(_bwd_warp, IT=items, IT1=items + 1, TILE=WARP * items, TP=WARP * items + items, WSCAN=_dev(_warp_scan))
+    return _with_consts(_bwd_warp, IT=items, IT1=items + 1, TILE=WARP * items, TP=WARP * items + items,
+                        WSCAN=_dev(_warp_scan, REV=False), WSCANR=_dev(_warp_scan, REV=True))
 
 # %% ../nbs/02_scan_cuda.ipynb #c020
 def _make_fwd_chan(tile:int=WARP * ITEMS):
