@@ -48,6 +48,15 @@ def _with_consts(fn, **consts):
     g = dict(fn.__globals__); g.update(consts)
     return type(fn)(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
 
+def _softplus(x, sp):
+    "delta's softplus (identity above 20, mamba's threshold) and its derivative sigmoid(x); (x, 1) where `sp` is off."
+    g = float32(1.0)
+    if sp and x <= float32(20.0):
+        ex = math.exp(x)
+        g = ex / (float32(1.0) + ex)
+        x = math.log1p(ex)
+    return x, g
+
 def _warp_scan(pa, pb, h0, lane):
     "Inclusive warp scan of the lanes' (a, b) aggregates with carry-in h0: the state entering each lane's items (the first lane: the warp's last state)."
     # compile-time constant REV (see `_dev`): scan from lane 31 down to lane 0 (the backward's reverse scan)
@@ -127,8 +136,7 @@ def _make_fwd_warp(items:int=ITEMS):
                     uu = float32(0.0)
                     if t < L:
                         x = dl[row + t] + bd
-                        if (flags & 4) != 0 and x <= float32(20.0):
-                            x = math.log1p(math.exp(x))
+                        x, _ = SOFTPLUS(x, (flags & 4) != 0)
                         uu = u[row + t]
                     dt[i] = x
                     uv[i] = uu
@@ -165,7 +173,7 @@ def _make_fwd_warp(items:int=ITEMS):
                             zz = z[row + t]
                             o = o * zz / (float32(1.0) + math.exp(-zz))
                         out[row + t] = o
-    return _with_consts(_fwd_warp, IT=items, TILE=WARP * items, TP=WARP * items + items, WSCAN=_dev(_warp_scan, REV=False))
+    return _with_consts(_fwd_warp, SOFTPLUS=_dev(_softplus), IT=items, TILE=WARP * items, TP=WARP * items + items, WSCAN=_dev(_warp_scan, REV=False))
 
 # %% ../nbs/02_scan_cuda.ipynb #c018
 def _make_bwd_warp(items:int=ITEMS):
@@ -249,11 +257,7 @@ def _make_bwd_warp(items:int=ITEMS):
                         gy = float32(0.0)
                         sgm = float32(1.0)
                         if t < L:
-                            x = dl[row + t] + bd
-                            if sp and x <= float32(20.0):
-                                ex = math.exp(x)
-                                sgm = ex / (float32(1.0) + ex)
-                                x = math.log1p(ex)
+                            x, sgm = SOFTPLUS(dl[row + t] + bd, sp)
                             uu = u[row + t]
                             gy = dout[row + t]
                             if has_z:
@@ -382,7 +386,7 @@ def _make_bwd_warp(items:int=ITEMS):
                         v += cuda.shfl_xor_sync(_FULL, v, 1 << r)
                     if lane == 0:
                         cuda.atomic.add(dA_o, d * N + n, v)
-    return _with_consts(_bwd_warp, IT=items, IT1=items + 1, TILE=WARP * items, TP=WARP * items + items,
+    return _with_consts(_bwd_warp, SOFTPLUS=_dev(_softplus), IT=items, IT1=items + 1, TILE=WARP * items, TP=WARP * items + items,
                         WSCAN=_dev(_warp_scan, REV=False), WSCANR=_dev(_warp_scan, REV=True))
 
 # %% ../nbs/02_scan_cuda.ipynb #c020
@@ -405,8 +409,7 @@ def _make_fwd_chan(tile:int=WARP * ITEMS):
             h[n] = float32(0.0)
         for t in range(L):
             x = dl[row + t] + bd
-            if (flags & 4) != 0 and x <= float32(20.0):
-                x = math.log1p(math.exp(x))
+            x, _ = SOFTPLUS(x, (flags & 4) != 0)
             uu = u[row + t]
             y = float32(0.0)
             for n in range(N):
@@ -422,7 +425,7 @@ def _make_fwd_chan(tile:int=WARP * ITEMS):
                 zz = z[row + t]
                 o = o * zz / (float32(1.0) + math.exp(-zz))
             out[row + t] = o
-    return _with_consts(_fwd_chan, TILE=tile)
+    return _with_consts(_fwd_chan, SOFTPLUS=_dev(_softplus), TILE=tile)
 
 def _make_bwd_chan(tile:int=WARP * ITEMS):
     "Factory of the one-thread-per-channel backward (same signature as the warp one; always atomic dB/dC)."
@@ -465,8 +468,7 @@ def _make_bwd_chan(tile:int=WARP * ITEMS):
                 for j in range(T):
                     t = tb + j
                     x = dl[row + t] + bd
-                    if (flags & 4) != 0 and x <= float32(20.0):
-                        x = math.log1p(math.exp(x))
+                    x, _ = SOFTPLUS(x, (flags & 4) != 0)
                     h = math.exp2(x * an * float32(LOG2E)) * h + x * u[row + t] * Bm[brow + n * L + t]
                     hb[j + 1] = h
                 qn = q[n]
@@ -475,8 +477,7 @@ def _make_bwd_chan(tile:int=WARP * ITEMS):
                     j = T - 1 - jj
                     t = tb + j
                     x = dl[row + t] + bd
-                    if (flags & 4) != 0 and x <= float32(20.0):
-                        x = math.log1p(math.exp(x))
+                    x, _ = SOFTPLUS(x, (flags & 4) != 0)
                     uu = u[row + t]
                     gy = dout[row + t]
                     if has_z:
@@ -499,10 +500,7 @@ def _make_bwd_chan(tile:int=WARP * ITEMS):
             for j in range(T):
                 t = tb + j
                 x = dl[row + t] + bd
-                sgm = float32(1.0)
-                if (flags & 4) != 0 and x <= float32(20.0):
-                    ex = math.exp(x)
-                    sgm = ex / (float32(1.0) + ex)
+                _, sgm = SOFTPLUS(x, (flags & 4) != 0)   # the derivative only: x stays raw here
                 uu = u[row + t]
                 gy = dout[row + t]
                 if has_z:
@@ -519,7 +517,7 @@ def _make_bwd_chan(tile:int=WARP * ITEMS):
             cuda.atomic.add(dD_o, d, dDl)
         if (flags & 8) != 0:
             cuda.atomic.add(dbias_o, d, dbl)
-    return _with_consts(_bwd_chan, TILE=tile, TILE1=tile + 1)
+    return _with_consts(_bwd_chan, SOFTPLUS=_dev(_softplus), TILE=tile, TILE1=tile + 1)
 
 # %% ../nbs/02_scan_cuda.ipynb #c023
 def _rs4(y0, y1, y2, y3, j, m):
@@ -629,8 +627,7 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
             uu = float32(0.0)
             if t < L:
                 x = dl[row + t] + bd
-                if sp and x <= float32(20.0):
-                    x = math.log1p(math.exp(x))
+                x, _ = SOFTPLUS(x, sp)
                 uu = u[row + t]
             xu = x * uu
             STEPS4(x, xu, base, j, L - t0, a2, h, y, Bm, Cm, brow + t0, L, N)
@@ -648,7 +645,7 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
                     zz = z[row + t]
                     o = o * zz / (float32(1.0) + math.exp(-zz))
                 out[row + t] = o
-    return _with_consts(_fwd_seq, TILE=tile, STEPS4=_dev(_steps4, STRIDE=0, CHECKN=True, FULL=False, IX=uint64), RS4=_dev(_rs4),
+    return _with_consts(_fwd_seq, SOFTPLUS=_dev(_softplus), TILE=tile, STEPS4=_dev(_steps4, STRIDE=0, CHECKN=True, FULL=False, IX=uint64), RS4=_dev(_rs4),
                         SKIPB=_dev(_skipbias))
 
 def _make_bwd_seq(tile:int=SEQ_TILE):
@@ -726,8 +723,7 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
                 uu = float32(0.0)
                 if t < L:
                     x = dl[row + t] + bd
-                    if sp and x <= float32(20.0):
-                        x = math.log1p(math.exp(x))
+                    x, _ = SOFTPLUS(x, sp)
                     uu = u[row + t]
                 xu = x * uu
                 for i in range(4):
@@ -752,11 +748,7 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
                 zz = float32(0.0)
                 sz = float32(0.0)
                 if t < L:
-                    x = dl[row + t] + bd
-                    if sp and x <= float32(20.0):
-                        ex = math.exp(x)
-                        sgm = ex / (float32(1.0) + ex)
-                        x = math.log1p(ex)
+                    x, sgm = SOFTPLUS(dl[row + t] + bd, sp)
                     uu = u[row + t]
                     go = dout[row + t]
                     gy = go
@@ -850,7 +842,7 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
                     cuda.atomic.add(dD_o, d, pD)
                 if (flags & 8) != 0:
                     cuda.atomic.add(dbias_o, d, pbias)
-    return _with_consts(_bwd_seq, TILE=tile, RS4=_dev(_rs4), SKIPB=_dev(_skipbias))
+    return _with_consts(_bwd_seq, SOFTPLUS=_dev(_softplus), TILE=tile, RS4=_dev(_rs4), SKIPB=_dev(_skipbias))
 
 # %% ../nbs/02_scan_cuda.ipynb #c026
 BLK_TILE = 64      # steps per shared-memory tile in v3 (= steps between stored states)
@@ -922,8 +914,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                 if tn < L:                      # prefetch the next chunk's delta, u
                     xn = dl[uint64(row + tn)]
                     un = u[uint64(row + tn)]
-                if sp and x <= float32(20.0):
-                    x = math.log1p(math.exp(x))
+                x, _ = SOFTPLUS(x, sp)
                 xu = x * uu
                 if tl - c >= 4:                 # all 4 steps valid: no per-step test
                     STEPS4F(x, xu, base, j, 4, a2, h, y, sB, sC, c, TP, N)
@@ -941,7 +932,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                     n = j * 4 + s
                     if n < N:
                         states[uint64(srow + k * N + n)] = h[s]
-    return _with_consts(_fwd_blk, TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows, ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
+    return _with_consts(_fwd_blk, SOFTPLUS=_dev(_softplus), TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows, ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
                         STEPS4=_dev(_steps4, STRIDE=tile + 1, CHECKN=False, FULL=False, IX=uint64),
                         STEPS4F=_dev(_steps4, STRIDE=tile + 1, CHECKN=False, FULL=True, IX=uint64), RS4=_dev(_rs4))
 
@@ -1095,8 +1086,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                     if tn < L:
                         xn = dl[U(row + tn)]
                         un = u[U(row + tn)]
-                    if sp and x <= float32(20.0):
-                        x = math.log1p(math.exp(x))
+                    x, _ = SOFTPLUS(x, sp)
                     xu = x * uu
                     for i in range(SUB):
                         di = cuda.shfl_sync(_FULL, x, base + i)
@@ -1147,11 +1137,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                         if n < N:
                             rb[m] = Bm[U(brow + n * L + tr)]
                             rc[m] = Cm[U(brow + n * L + tr)]
-                sgm = float32(1.0)
-                if sp and x <= float32(20.0):
-                    ex = math.exp(x)
-                    sgm = ex / (float32(1.0) + ex)
-                    x = math.log1p(ex)
+                x, sgm = SOFTPLUS(x, sp)
                 gy = go
                 sz = float32(0.0)
                 if has_z:
@@ -1267,7 +1253,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     sub = lpr if sub is None else sub
     assert lpr in (4, 8) and sub in (4, 8) and sub <= lpr and tile % sub == 0, (lpr, sub, tile)
     ns = 16 // lpr
-    return _with_consts(_bwd_v4, U=uint64, ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
+    return _with_consts(_bwd_v4, SOFTPLUS=_dev(_softplus), U=uint64, ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
                         PPI=WARP // sub, LOGL=lpr.bit_length() - 1, HH=(sub + 1) * ns, AA=sub * ns, WPB=warps,
                         SMBC=warps * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=warps * WARP * sub,
                         RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias))
