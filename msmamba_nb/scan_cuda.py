@@ -397,13 +397,10 @@ def _make_fwd_chan(tile:int=WARP * ITEMS):
         if wid >= Bt * Dch:
             return
         b = wid // Dch
-        d = wid - b * Dch
-        grp = d // (Dch // G)
-        row = wid * L
-        brow = (b * G + grp) * N * L
-        srow = wid * ntiles * N
-        Dd = Dv[d] if (flags & 1) != 0 else float32(0.0)
-        bd = bias[d] if (flags & 8) != 0 else float32(0.0)
+        Dk = Dch // G
+        grp = (wid - b * Dch) // Dk
+        d, _, row, brow, srow = ROWC(b * G + grp, wid - b * Dch - grp * Dk, G, Dk, Dch, L, N, ntiles)
+        Dd, bd = SKIPB(Dv, bias, d, flags)
         h = cuda.local.array(NMAX, float32)
         for n in range(N):
             h[n] = float32(0.0)
@@ -425,7 +422,7 @@ def _make_fwd_chan(tile:int=WARP * ITEMS):
                 zz = z[row + t]
                 o = o * zz / (float32(1.0) + math.exp(-zz))
             out[row + t] = o
-    return _with_consts(_fwd_chan, SOFTPLUS=_dev(_softplus), TILE=tile)
+    return _with_consts(_fwd_chan, SOFTPLUS=_dev(_softplus), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias), TILE=tile)
 
 def _make_bwd_chan(tile:int=WARP * ITEMS):
     "Factory of the one-thread-per-channel backward (same signature as the warp one; always atomic dB/dC)."
@@ -436,14 +433,11 @@ def _make_bwd_chan(tile:int=WARP * ITEMS):
         if wid >= Bt * Dch:
             return
         b = wid // Dch
-        d = wid - b * Dch
-        grp = d // (Dch // G)
-        row = wid * L
-        brow = (b * G + grp) * N * L
-        srow = wid * ntiles * N
+        Dk = Dch // G
+        grp = (wid - b * Dch) // Dk
+        d, _, row, brow, srow = ROWC(b * G + grp, wid - b * Dch - grp * Dk, G, Dk, Dch, L, N, ntiles)
+        Dd, bd = SKIPB(Dv, bias, d, flags)
         has_z = (flags & 2) != 0
-        Dd = Dv[d] if (flags & 1) != 0 else float32(0.0)
-        bd = bias[d] if (flags & 8) != 0 else float32(0.0)
         hb = cuda.local.array(TILE1, float32)
         dua = cuda.local.array(TILE, float32)
         dda = cuda.local.array(TILE, float32)
@@ -517,7 +511,7 @@ def _make_bwd_chan(tile:int=WARP * ITEMS):
             cuda.atomic.add(dD_o, d, dDl)
         if (flags & 8) != 0:
             cuda.atomic.add(dbias_o, d, dbl)
-    return _with_consts(_bwd_chan, SOFTPLUS=_dev(_softplus), TILE=tile, TILE1=tile + 1)
+    return _with_consts(_bwd_chan, SOFTPLUS=_dev(_softplus), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias), TILE=tile, TILE1=tile + 1)
 
 # %% ../nbs/02_scan_cuda.ipynb #c023
 def _rs4(y0, y1, y2, y3, j, m):
