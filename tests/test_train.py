@@ -198,6 +198,19 @@ def test_speed_options_cpu(tiny, tmp_path):
     log = [json.loads(l) for l in (tmp_path/'o'/'log.jsonl').read_text().splitlines()]
     assert 'val_loss' not in log[0] and 'val_loss' in log[1]
 
+def test_compiled_run_compiles_once(tiny, tmp_path):
+    "--compile: only full training batches go through the compiled model; the shorter last batch and evaluation run eagerly."
+    from torch._dynamo import register_backend
+    graphs = []
+    @register_backend
+    def count_graphs(gm, example_inputs):   # called once per graph dynamo compiles
+        graphs.append(tuple(example_inputs[0].shape) if example_inputs else ()); return gm.forward
+    root, data = tiny
+    n_tr = len(data.splits['train'])
+    assert n_tr % 6 != 0, n_tr                   # the fixture leaves a shorter last batch at batch size 6
+    m = train(_cfg(root, tmp_path/'c', epochs=2, compile=True, compile_backend='count_graphs'), data=data)
+    assert m['complete'] and len(graphs) == 1, graphs
+
 # ---------------------------------------------------------------- checkpoints and evaluation
 def test_checkpoint_errors(tiny, tmp_path):
     root, data = tiny
