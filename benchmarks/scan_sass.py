@@ -1,6 +1,6 @@
 """Static SASS of the scan kernels, loop by loop: what each pass over the sequence costs in instructions (no GPU needed).
 
-The kernels are compiled for sm_90 the way `ptxas_report` does (Numba → PTX → nvJitLink → cubin) and disassembled
+The kernels are assembled for sm_90 by `scan_cuda.assemble` (Numba → PTX → nvJitLink → cubin, as `ptxas_report`) and disassembled
 with nvdisasm; every loop (a backward branch) that contains exp2 instructions is reported with its instruction mix:
 MUFU.EX2, shared/global loads and stores, shuffles, FP32 ops, and integer/uniform/move instructions (index arithmetic).
 Nsight Compute showed both kernels issue-bound with the integer pipe the busiest (notebook 02, section 12), so these
@@ -29,22 +29,9 @@ def find_nvdisasm(path=None)->str:
     except ImportError: pass
     sys.exit("nvdisasm not found: pip install nvidia-cuda-nvdisasm, or pass --nvdisasm PATH")
 
-def cubin(name:str)->bytes:
-    "sm_90 cubin of a kernel (a _FACTORIES name, or a BWD_VARIANTS key built without the z gate, as ptxas_report does)."
-    from cuda.bindings import nvjitlink as nj
-    kn, kw, mr = (name, {}, None) if name in sc._FACTORIES else sc._bwd_variant(name)
-    if kn == "bwd_v4" and name not in sc._FACTORIES: kw = dict(kw, zgate=False)
-    ptx = sc._ptx(kn, cc=(9, 0), **kw).encode()
-    h = nj.create(3 + (mr is not None), ["-arch=sm_90", "-O3", "-Xptxas=-v"] + ([f"-maxrregcount={mr}"] if mr else []))
-    try:
-        nj.add_data(h, nj.InputType.PTX, ptx, len(ptx), name); nj.complete(h)
-        buf = bytearray(nj.get_linked_cubin_size(h)); nj.get_linked_cubin(h, buf)
-    finally: nj.destroy(h)
-    return bytes(buf)
-
 def sass(name:str, nvdisasm:str)->str:
     with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
-        f.write(cubin(name)); f.flush()
+        f.write(sc.assemble(name)[0]); f.flush()
         return subprocess.run([nvdisasm, '-c', f.name], capture_output=True, text=True, check=True).stdout
 
 def loops(text:str, min_ex2:int=1)->list:
