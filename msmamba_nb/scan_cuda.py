@@ -558,6 +558,15 @@ def _steps4(x, xu, base, j, nv, a2, h, y, Bs, Cs, o, stride, N):
                     h[s] = hs
                     y[i] += Cs[off] * hs
 
+def _lane_states(A, d, j, N, a2, h):
+    "Set up the lane's 4 states n = 4j..4j+3 of channel d: a2 = A·log2(e) (0 for n ≥ N), h = 0."
+    for s in range(4):
+        n = j * 4 + s
+        a2[s] = float32(0.0)
+        if n < N:
+            a2[s] = A[d * N + n] * float32(LOG2E)
+        h[s] = float32(0.0)
+
 def _rowcoords(bg, r, G, Dk, Dch, L, N, ntiles):
     "Row r of (batch·group) bg: (channel d, row ch of the (Bt·D_) rows, offsets of its u/out row, its B/C group, its states)."
     b = bg // G
@@ -609,12 +618,7 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
         a2 = cuda.local.array(4, float32)
         h = cuda.local.array(4, float32)
         y = cuda.local.array(4, float32)
-        for s in range(4):
-            n = j * 4 + s
-            a2[s] = float32(0.0)
-            if n < N:
-                a2[s] = A[d * N + n] * float32(LOG2E)
-            h[s] = float32(0.0)
+        LANE(A, d, j, N, a2, h)
         for t0 in range(0, L, 4):
             t = t0 + j
             x = float32(0.0)
@@ -639,7 +643,7 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
                     zz = z[row + t]
                     o = o * zz / (float32(1.0) + math.exp(-zz))
                 out[row + t] = o
-    return _with_consts(_fwd_seq, SOFTPLUS=_dev(_softplus), TILE=tile, STEPS4=_dev(_steps4, STRIDE=0, CHECKN=True, FULL=False), RS4=_dev(_rs4),
+    return _with_consts(_fwd_seq, SOFTPLUS=_dev(_softplus), LANE=_dev(_lane_states), TILE=tile, STEPS4=_dev(_steps4, STRIDE=0, CHECKN=True, FULL=False), RS4=_dev(_rs4),
                         SKIPB=_dev(_skipbias))
 
 def _make_bwd_seq(tile:int=SEQ_TILE):
@@ -878,12 +882,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
         a2 = cuda.local.array(4, float32)
         h = cuda.local.array(4, float32)
         y = cuda.local.array(4, float32)
-        for s in range(4):
-            n = j * 4 + s
-            a2[s] = float32(0.0)
-            if n < N:
-                a2[s] = A[d * N + n] * float32(LOG2E)
-            h[s] = float32(0.0)
+        LANE(A, d, j, N, a2, h)
         xn = float32(0.0)
         un = float32(0.0)
         if j < L:
@@ -926,7 +925,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                     n = j * 4 + s
                     if n < N:
                         states[uint64(srow + k * N + n)] = h[s]
-    return _with_consts(_fwd_blk, SOFTPLUS=_dev(_softplus), TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows, ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
+    return _with_consts(_fwd_blk, SOFTPLUS=_dev(_softplus), LANE=_dev(_lane_states), TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows, ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
                         STEPS4=_dev(_steps4, STRIDE=tile + 1, CHECKN=False, FULL=False),
                         STEPS4F=_dev(_steps4, STRIDE=tile + 1, CHECKN=False, FULL=True), RS4=_dev(_rs4))
 
