@@ -5,6 +5,7 @@ CUDA time, headed by the configuration and the measured ms/step. The committed p
 paper_figures/data came from earlier forms of this script (compiled fp32, batch 58).
 
     python3 benchmarks/profile_train_step.py --out paper_figures/data/profile_train_step_h100_bf16_compiled.txt --precision bf16
+    python3 benchmarks/profile_train_step.py --out /dev/null --device cpu --eager --batch 2 --img-size 32 --warmup 1 --steps 1   # smoke test
 """
 import os, sys, time, argparse
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the repo's msmamba_nb
@@ -20,32 +21,38 @@ def main(argv=None):
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--eager', action='store_true', help='no torch.compile')
     p.add_argument('--batch', type=int, default=58)
+    p.add_argument('--img-size', type=int, default=224)
+    p.add_argument('--device', default='cuda', help='cuda (default) or cpu (smoke test: CPU ops only in the table)')
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--steps', type=int, default=10)
     p.add_argument('--rows', type=int, default=45, help='table rows')
     a = p.parse_args(argv)
     torch.manual_seed(0)
-    m = MicroscopicMamba(a.variant, num_classes=2).cuda()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
+    m = MicroscopicMamba(a.variant, num_classes=2).to(dev)
     if a.channels_last: m = m.to(memory_format=torch.channels_last)
     f = m if a.eager else torch.compile(m, dynamic=False)
     opt = torch.optim.Adam(m.parameters(), 1e-4)
-    x = torch.randn(a.batch, 3, 224, 224, device='cuda'); y = torch.randint(0, 2, (a.batch,), device='cuda')
+    x = torch.randn(a.batch, 3, a.img_size, a.img_size, device=dev); y = torch.randint(0, 2, (a.batch,), device=dev)
     if a.channels_last: x = x.contiguous(memory_format=torch.channels_last)
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=a.precision == 'bf16'):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == 'bf16'):
             logits = f(x)
         F.cross_entropy(logits.float(), y).backward(); opt.step()
     for _ in range(a.warmup): step()
-    torch.cuda.synchronize(); t0 = time.perf_counter()
+    sync(); t0 = time.perf_counter()
     for _ in range(a.steps): step()
-    torch.cuda.synchronize(); ms = 1e3 * (time.perf_counter() - t0) / a.steps
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    sync(); ms = 1e3 * (time.perf_counter() - t0) / a.steps
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == 'cuda' else [])
+    with profile(activities=acts) as prof:
         for _ in range(3): step()
-        torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=a.rows, max_name_column_width=90)
-    head = (f"{a.variant}, batch {a.batch}, {a.precision}, channels_last={a.channels_last}, "
-            f"{'eager' if a.eager else 'compiled'}, {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+        sync()
+    table = prof.key_averages().table(sort_by="self_cuda_time_total" if dev.type == 'cuda' else "self_cpu_time_total",
+                                      row_limit=a.rows, max_name_column_width=90)
+    head = (f"{a.variant}, batch {a.batch}, {a.img_size}², {a.precision}, channels_last={a.channels_last}, "
+            f"{'eager' if a.eager else 'compiled'}, {torch.cuda.get_device_name() if dev.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
             f"commit {os.environ.get('MSMAMBA_GIT_COMMIT', '?')}: {ms:.1f} ms/step ({a.batch * 1e3 / ms:.0f} img/s); 3 steps profiled\n")
     with open(a.out, 'w') as fh: fh.write(head + table)
     print(head + table[-600:])

@@ -399,3 +399,14 @@ def test_ddp_runs_the_real_model(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     m = json.loads((tmp_path/'r'/'metrics.json').read_text())
     assert m['complete'] and m['n_test'] == 8 and json.loads((tmp_path/'r'/'config.json').read_text())['world_size'] == 2
+
+def test_profile_train_step_script_cpu(tmp_path):
+    "benchmarks/profile_train_step.py (a GPU tool) runs end to end on the CPU at a tiny size and writes its table."
+    import subprocess, sys
+    script = Path(__file__).parent.parent/'benchmarks'/'profile_train_step.py'
+    out = tmp_path/'prof.txt'
+    p = subprocess.run([sys.executable, str(script), '--out', str(out), '--device', 'cpu', '--eager', '--batch', '2',
+                        '--img-size', '32', '--warmup', '1', '--steps', '1', '--rows', '5'], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    head, *rows = out.read_text().splitlines()
+    assert head.startswith('t, batch 2, 32², fp32') and 'ms/step' in head and any('aten::' in r for r in rows)
