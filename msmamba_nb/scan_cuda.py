@@ -558,13 +558,14 @@ def _steps4(x, xu, base, j, nv, a2, h, y, Bs, Cs, o, stride, N):
                     h[s] = hs
                     y[i] += Cs[off] * hs
 
-def _lane_states(A, d, j, N, a2, h):
-    "Set up the lane's 4 states n = 4j..4j+3 of channel d: a2 = A·log2(e) (0 for n ≥ N), h = 0."
-    for s in range(4):
-        n = j * 4 + s
-        a2[s] = float32(0.0)
+def _lane_states(A, d, j, ns, N, an, a2, h):
+    "Set up the lane's ns states n = j·ns + s of channel d: an = A (0 for n ≥ N), a2 = an·log2(e), h = 0."
+    for s in range(ns):
+        n = j * ns + s
+        an[s] = float32(0.0)
         if n < N:
-            a2[s] = A[d * N + n] * float32(LOG2E)
+            an[s] = A[d * N + n]
+        a2[s] = an[s] * float32(LOG2E)
         h[s] = float32(0.0)
 
 def _rowcoords(bg, r, G, Dk, Dch, L, N, ntiles):
@@ -618,7 +619,8 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
         a2 = cuda.local.array(4, float32)
         h = cuda.local.array(4, float32)
         y = cuda.local.array(4, float32)
-        LANE(A, d, j, N, a2, h)
+        an = cuda.local.array(4, float32)
+        LANE(A, d, j, 4, N, an, a2, h)
         for t0 in range(0, L, 4):
             t = t0 + j
             x = float32(0.0)
@@ -679,13 +681,8 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
         q = cuda.local.array(4, float32)
         dAp = cuda.local.array(4, float32)
         h = cuda.local.array(4, float32)
+        LANE(A, d, j, 4, N, an, a2, q)
         for s in range(4):
-            n = j * 4 + s
-            an[s] = float32(0.0)
-            if n < N:
-                an[s] = A[d * N + n]
-            a2[s] = an[s] * float32(LOG2E)
-            q[s] = float32(0.0)
             dAp[s] = float32(0.0)
         hk = cuda.local.array(TILE, float32)
         hh = cuda.local.array(20, float32)
@@ -840,7 +837,7 @@ def _make_bwd_seq(tile:int=SEQ_TILE):
                     cuda.atomic.add(dD_o, d, pD)
                 if (flags & 8) != 0:
                     cuda.atomic.add(dbias_o, d, pbias)
-    return _with_consts(_bwd_seq, SOFTPLUS=_dev(_softplus), TILE=tile, RS4=_dev(_rs4), SKIPB=_dev(_skipbias))
+    return _with_consts(_bwd_seq, SOFTPLUS=_dev(_softplus), LANE=_dev(_lane_states), TILE=tile, RS4=_dev(_rs4), SKIPB=_dev(_skipbias))
 
 # %% ../nbs/02_scan_cuda.ipynb #c026
 BLK_TILE = 64      # steps per shared-memory tile in v3 (= steps between stored states)
@@ -882,7 +879,8 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
         a2 = cuda.local.array(4, float32)
         h = cuda.local.array(4, float32)
         y = cuda.local.array(4, float32)
-        LANE(A, d, j, N, a2, h)
+        an = cuda.local.array(4, float32)
+        LANE(A, d, j, 4, N, an, a2, h)
         xn = float32(0.0)
         un = float32(0.0)
         if j < L:
@@ -1009,13 +1007,8 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
         q = cuda.local.array(NS, float32)
         dAp = cuda.local.array(NS, float32)
         h = cuda.local.array(NS, float32)
+        LANE(A, d, jj, NS, N, an, a2, q)
         for s in range(NS):
-            n = jj * NS + s
-            an[s] = float32(0.0)
-            if n < N:
-                an[s] = A[d * N + n]
-            a2[s] = an[s] * float32(LOG2E)
-            q[s] = float32(0.0)
             dAp[s] = float32(0.0)
         hh = cuda.local.array(HH, float32)
         aa = cuda.local.array(AA, float32)
@@ -1246,7 +1239,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     sub = lpr if sub is None else sub
     assert lpr in (4, 8) and sub in (4, 8) and sub <= lpr and tile % sub == 0, (lpr, sub, tile)
     ns = 16 // lpr
-    return _with_consts(_bwd_v4, SOFTPLUS=_dev(_softplus), ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
+    return _with_consts(_bwd_v4, SOFTPLUS=_dev(_softplus), LANE=_dev(_lane_states), ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
                         PPI=WARP // sub, LOGL=lpr.bit_length() - 1, HH=(sub + 1) * ns, AA=sub * ns, WPB=warps,
                         SMBC=warps * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=warps * WARP * sub,
                         RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias))
