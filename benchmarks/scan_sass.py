@@ -9,6 +9,8 @@ taken on every iteration (e.g. the tail of a row).
 
     pip install nvidia-cuda-nvdisasm      # or pass --nvdisasm PATH (the CUDA toolkit's nvdisasm)
     python3 benchmarks/scan_sass.py --out paper_figures/data/scan_sass_<commit>.json
+    python3 benchmarks/scan_sass.py --ptx  # PTX instruction counts of every kernel build (no nvdisasm needed):
+                                           # run at two commits to see whether a refactor changed any kernel
 """
 import os, re, sys, json, shutil, argparse, tempfile, subprocess, collections, datetime
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the repo's msmamba_nb
@@ -16,6 +18,19 @@ import msmamba_nb.scan_cuda as sc
 
 INT_OPS = {'IADD3', 'IMAD', 'LOP3', 'SHF', 'LEA', 'ISETP', 'SEL', 'MOV', 'IABS', 'VIADD', 'PLOP3', 'R2UR', 'S2UR', 'UMOV',
            'UIADD3', 'ULEA', 'ULOP3', 'USHF', 'UIMAD', 'HFMA2', 'I2FP', 'IMNMX', 'R2P', 'P2R', 'IADD', 'SHL', 'SHR'}
+
+PTX_BUILDS = [("fwd_warp", {}), ("bwd_warp", {}), ("fwd_chan", {}), ("bwd_chan", {}), ("fwd_seq", {}), ("bwd_seq", {}),
+              ("fwd_blk", {}), ("bwd_v4", dict(lpr=8, sub=4, warps=2, zgate=False)), ("bwd_v4", dict(lpr=8, sub=4, warps=2, zgate=True))]
+
+def ptx_counts(builds=PTX_BUILDS)->list:
+    "Per kernel build: PTX instructions, ex2, shuffles and divisions/reciprocals (sm_90)."
+    out = []
+    for nm, kw in builds:
+        ins = [l.strip() for l in sc._ptx(nm, cc=(9, 0), **kw).splitlines()
+               if l.strip() and not l.strip().startswith(('.', '/', '$', '{', '}'))]
+        out.append(dict(kernel=nm, args=kw, instructions=len(ins), ex2=sum(i.startswith('ex2') for i in ins),
+                        shfl=sum(i.startswith('shfl') for i in ins), div_rcp=sum(i.startswith(('div', 'rcp')) for i in ins)))
+    return out
 
 def find_nvdisasm(path=None)->str:
     "nvdisasm from --nvdisasm, the PATH, or the nvidia-cuda-nvdisasm wheel."
@@ -58,7 +73,12 @@ def main(argv=None):
     p.add_argument('--kernels', default=f'fwd_blk,{sc.BWD_VARIANT}', help='kernel names or BWD_VARIANTS keys')
     p.add_argument('--nvdisasm', default=None)
     p.add_argument('--out', default=None, help='JSON file to write')
+    p.add_argument('--ptx', action='store_true', help='print PTX instruction counts of every kernel build and stop')
     a = p.parse_args(argv)
+    if a.ptx:
+        rows = ptx_counts()
+        for r in rows: print(f"{r['kernel']:9s} {str(r['args']):52s} {r['instructions']:5d} instr, ex2 {r['ex2']:3d}, shfl {r['shfl']:3d}, div/rcp {r['div_rcp']:3d}")
+        return rows
     nvd = find_nvdisasm(a.nvdisasm)
     ver = subprocess.run([nvd, '--version'], capture_output=True, text=True).stdout.strip().splitlines()[-1]
     commit = os.environ.get('MSMAMBA_GIT_COMMIT') or subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True,

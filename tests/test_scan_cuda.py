@@ -258,6 +258,8 @@ def test_scan_sass_loop_parser():
     assert (lp['label'], lp['instructions'], lp['mufu_ex2'], lp['lds'], lp['fmul'], lp['int_uniform_move'], lp['bra']) == \
         ('.L_x_3', 6, 1, 1, 1, 2, 1)
     assert m.loops(listing, min_ex2=2) == []
+    (r,) = m.ptx_counts([("fwd_chan", {})])          # the --ptx mode: no nvdisasm needed
+    assert r['kernel'] == 'fwd_chan' and r['instructions'] > 100 and r['ex2'] > 0 and r['shfl'] == 0
 
 def test_ptx_first_call_in_a_fresh_process():
     "`_ptx` binds numba.cuda before it builds a kernel (kernels copy the module's globals when built)."
