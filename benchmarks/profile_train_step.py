@@ -1,7 +1,7 @@
 """PyTorch-profiler table of one training step of Microscopic-Mamba (random input, Adam, cross-entropy), GPU.
 
-Times `--steps` steps after `--warmup` (compiling happens there), then profiles 3 more and writes the table sorted by
-CUDA time, headed by the configuration and the measured ms/step. The committed profile_train_step_*.txt files in
+The step is bench-train's (`msmamba_nb.train.bench_setup`). Times `--steps` steps after `--warmup` (compiling happens
+there), then profiles 3 more and writes the table sorted by CUDA time, headed by the configuration and the measured ms/step. The committed profile_train_step_*.txt files in
 paper_figures/data came from earlier forms of this script (compiled fp32, batch 58).
 
     python3 benchmarks/profile_train_step.py --out paper_figures/data/profile_train_step_h100_bf16_compiled.txt --precision bf16
@@ -9,9 +9,9 @@ paper_figures/data came from earlier forms of this script (compiled fp32, batch 
 """
 import os, sys, time, argparse
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the repo's msmamba_nb
-import torch, torch.nn.functional as F
+import torch
 from torch.profiler import profile, ProfilerActivity
-from msmamba_nb.model import MicroscopicMamba
+from msmamba_nb.train import bench_setup
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -27,20 +27,9 @@ def main(argv=None):
     p.add_argument('--steps', type=int, default=10)
     p.add_argument('--rows', type=int, default=45, help='table rows')
     a = p.parse_args(argv)
-    torch.manual_seed(0)
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
-    m = MicroscopicMamba(a.variant, num_classes=2).to(dev)
-    if a.channels_last: m = m.to(memory_format=torch.channels_last)
-    f = m if a.eager else torch.compile(m, dynamic=False)
-    opt = torch.optim.Adam(m.parameters(), 1e-4)
-    x = torch.randn(a.batch, 3, a.img_size, a.img_size, device=dev); y = torch.randint(0, 2, (a.batch,), device=dev)
-    if a.channels_last: x = x.contiguous(memory_format=torch.channels_last)
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == 'bf16'):
-            logits = f(x)
-        F.cross_entropy(logits.float(), y).backward(); opt.step()
+    *_, step = bench_setup(a.variant, 2, None, dev, a.batch, a.img_size, a.precision == 'bf16', a.channels_last, not a.eager)
     for _ in range(a.warmup): step()
     sync(); t0 = time.perf_counter()
     for _ in range(a.steps): step()

@@ -26,8 +26,7 @@ def ptx_counts(builds=PTX_BUILDS)->list:
     "Per kernel build: PTX instructions, ex2, shuffles and divisions/reciprocals (sm_90)."
     out = []
     for nm, kw in builds:
-        ins = [l.strip() for l in sc._ptx(nm, cc=(9, 0), **kw).splitlines()
-               if l.strip() and not l.strip().startswith(('.', '/', '$', '{', '}'))]
+        ins = sc.ptx_instructions(sc._ptx(nm, cc=(9, 0), **kw))
         out.append(dict(kernel=nm, args=kw, instructions=len(ins), ex2=sum(i.startswith('ex2') for i in ins),
                         shfl=sum(i.startswith('shfl') for i in ins), div_rcp=sum(i.startswith(('div', 'rcp')) for i in ins)))
     return out

@@ -6,10 +6,11 @@
 __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN_TILE', 'cuda', 'float32', 'uint64', 'SEQ_TILE',
            'SEQ_NS', 'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'V4_LPR', 'V4_WARPS', 'BWD_WARPS', 'BWD_STAGE_NMAX',
            'BWD_VARIANTS', 'BWD_VARIANT', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS', 'SelectiveScanCudaFn', 'H100_SM',
-           'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'scan_fwd_cuda', 'scan_bwd_cuda',
-           'plot_bwd_variants', 'selective_scan_cuda', 'sim_check', 'run_sim_check', 'bwd_variant_report', 'ptx_report',
-           'assemble', 'ptxas_report', 'scan_floor_bytes', 'scan_config', 'gpu_cases', 'gpu_check', 'bench_scan_cuda',
-           'plot_bench_scan_cuda', 'format_bench_cuda', 'main_bench_scan_cuda']
+           'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'ptx_instructions', 'scan_fwd_cuda',
+           'scan_bwd_cuda', 'plot_bwd_variants', 'selective_scan_cuda', 'sim_check', 'run_sim_check',
+           'bwd_variant_report', 'ptx_report', 'assemble', 'ptxas_report', 'scan_floor_bytes', 'scan_config',
+           'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
+           'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
 import math, os, sys, time, json, types, ctypes, argparse, platform, subprocess, datetime
@@ -1254,6 +1255,10 @@ def _compile_ptx(fn, sig:str, cc=(9, 0), fastmath:bool=True)->str:
         nd.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)
     try: return c.compile_ptx(fn, sig, cc=cc, fastmath=fastmath)[0]
     finally: nd.get_current_device = real
+
+def ptx_instructions(ptx:str)->list:
+    "The instruction lines of a PTX listing (no directives, comments, labels or braces)."
+    return [l.strip() for l in ptx.splitlines() if l.strip() and not l.strip().startswith(('.', '/', '$', '{', '}'))]
 
 # %% ../nbs/02_scan_cuda.ipynb #c036
 _FACTORIES = dict(fwd_warp=_make_fwd_warp, bwd_warp=_make_bwd_warp, fwd_chan=_make_fwd_chan, bwd_chan=_make_bwd_chan,

@@ -8,8 +8,8 @@ __all__ = ['CKPT_FORMAT', 'RESUME_OVERRIDES', 'LEGACY_DEFAULTS', 'RELEASED_REFER
            'build_model', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint',
            'file_sha256', 'git_commit', 'portable_argv', 'environment_info', 'seed_everything', 'rng_state',
            'set_rng_state', 'resolve_device', 'dist_env', 'TrainConfig', 'save_predictions', 'load_predictions',
-           'evaluate', 'SimulatedKill', 'train', 'evaluate_checkpoint', 'main_train', 'main_eval', 'bench_config',
-           'main_bench_train']
+           'evaluate', 'SimulatedKill', 'train', 'evaluate_checkpoint', 'main_train', 'main_eval', 'bench_setup',
+           'bench_config', 'main_bench_train']
 
 # %% ../nbs/09_train.ipynb #c003
 import argparse, hashlib, json, math, os, platform, random, subprocess, sys, time, datetime
@@ -460,11 +460,10 @@ def train(cfg:TrainConfig,              # the run's options
         from torch.nn.parallel import DistributedDataParallel as DDP
         # find_unused_parameters: the released model keeps parameters its forward never uses (pvm.proj, ss2d out_proj)
         net = DDP(model, device_ids=[device.index] if device.type == 'cuda' else None, find_unused_parameters=True)
-    # static shapes: the full and the last training batch, and one (padded) evaluation batch
     # compiled: one shape only, the full training batch (each compile costs minutes on the GPU host); the shorter last
     # batch of an epoch and all evaluation run eagerly through the same parameters, so a run (or a resume) compiles once
     fwd = torch.compile(net, backend=cfg.compile_backend, mode=cfg.compile_mode, dynamic=False) if cfg.compile else net
-    efwd = model     # rank 0 evaluates alone: never through the DDP wrapper (no collectives)
+    # evaluation (rank 0 alone) goes through `model`: eager, and never through the DDP wrapper (no collectives)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     bs, n_tr = cfg.batch_size, len(tr)
     steps = math.ceil(n_tr / bs)
@@ -535,7 +534,7 @@ def train(cfg:TrainConfig,              # the run's options
         rec = dict(epoch=e + 1, train_loss=train_loss, train_acc=train_acc, lr=sched.get_last_lr()[0],
                    images_per_s=n_tr / train_s, train_s=train_s)
         if main and ((e + 1) % cfg.eval_every == 0 or e + 1 == cfg.epochs):
-            v = evaluate(efwd, val_x, val_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last)
+            v = evaluate(model, val_x, val_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last)
             rec.update(val_loss=v['loss'], val_acc=v['acc'])
             if v['acc'] > st['best_val_acc']:
                 st['best_val_acc'], st['best_epoch'] = v['acc'], e + 1
@@ -579,7 +578,7 @@ def train(cfg:TrainConfig,              # the run's options
     model.load_state_dict(best['model'])
     te = data.splits['test']
     te_x, te_y = eval_resize(te, cfg.img_size).to(device), torch.from_numpy(te.labels).to(device)
-    ev = evaluate(efwd, te_x, te_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last)
+    ev = evaluate(model, te_x, te_y, mean_t, std_t, cfg.eval_batch_size, cfg.bf16, cfg.channels_last)
     m = classification_metrics(te.labels, ev['probs'], data.class_names)
     save_predictions(run/'predictions.csv', ev['probs'], te.labels, te.files)
     out = dict(complete=st['complete'], status=st['status'], resumable=not st['complete'], split='test',
@@ -729,8 +728,9 @@ RELEASED_REFERENCE = dict(
 def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
 
-def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, comp, comp_mode, infer_bs, seed, graph=False,
-               fused=False):
+def bench_setup(variant:str, num_classes:int, mk:dict|None, dev, bs:int, img:int, bf16:bool, cl:bool, comp:bool,
+                comp_mode:str|None=None, seed:int=0, graph:bool=False, fused:bool=False)->tuple:
+    "What bench-train times: (model, forward (compiled or not), Adam, a random batch's format, step(set_to_none=True))."
     torch.manual_seed(seed)
     model = build_model(variant, num_classes, mk).to(dev)
     if cl: model = model.to(memory_format=torch.channels_last)
@@ -740,14 +740,19 @@ def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, 
     fmt = torch.channels_last if cl else torch.contiguous_format
     x = torch.randn(bs, 3, img, img, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (bs,), device=dev)
-    if dev.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
-    times = []
     model.train()
     def step(set_to_none=True):
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             out = fwd(x)
         loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=set_to_none); loss.backward(); opt.step()
+    return model, fwd, opt, fmt, step
+
+def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, comp, comp_mode, infer_bs, seed, graph=False,
+               fused=False):
+    model, fwd, opt, fmt, step = bench_setup(variant, num_classes, mk, dev, bs, img, bf16, cl, comp, comp_mode, seed, graph, fused)
+    if dev.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
+    times = []
     if graph:   # the whole step (forward, backward, Adam) captured once as a CUDA graph, then replayed: no launch overhead
         if dev.type != 'cuda': raise ValueError('+graph needs a CUDA device')
         side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
