@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .psffn import channel_shuffle
+from .ss2d import GroupedConv2d
 
 # %% ../nbs/05_mifa.ipynb #c005
 class ECAGate(nn.Module):
@@ -42,7 +43,7 @@ class MIFA(nn.Module):
         super().__init__()
         if ch % 2: raise ValueError(f"MIFA needs an even channel count (shuffle groups (2·ch)/4), got {ch}")
         self.ch = ch
-        self.dwconv = nn.Conv2d(ch, ch, 3, padding=1, groups=ch)
+        self.dwconv = GroupedConv2d(ch, ch, 3, padding=1, groups=ch)
         self.relu, self.gelu, self.sigmoid = nn.ReLU(), nn.GELU(), nn.Sigmoid()
         self.eca = ECAGate(2 * ch, k_size)
 

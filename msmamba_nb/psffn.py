@@ -9,7 +9,7 @@ __all__ = ['FFN_KINDS', 'channel_shuffle', 'PSFFN', 'Conv3FFN', 'ConvGLU', 'DFN'
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .ss2d import dwconv_cl
+from .ss2d import dwconv_cl, GroupedConv2d
 
 # %% ../nbs/04_psffn.ipynb #c005
 def channel_shuffle(x:torch.Tensor, # channels-last (..., C)
@@ -39,7 +39,7 @@ class PSFFN(nn.Module):
         self.p_dim = int(out_dim * p_rate)
         if out_dim % 2: raise ValueError(f"PSFFN needs an even out_dim (shuffle groups out_dim/2), got {out_dim}")
         self.conv_0 = nn.Conv2d(dim, out_dim, 1)
-        self.conv_1 = nn.Conv2d(self.p_dim, self.p_dim, 3, padding=1, groups=self.p_dim) if self.p_dim > 0 else None
+        self.conv_1 = GroupedConv2d(self.p_dim, self.p_dim, 3, padding=1, groups=self.p_dim) if self.p_dim > 0 else None
         self.act = nn.SiLU()
 
     def extra_repr(self): return f"p_dim={self.p_dim}, fix_transpose={self.fix_transpose}"
@@ -83,7 +83,7 @@ class ConvGLU(nn.Module):
         self.dim, self.out_dim = dim, out_dim
         self.hidden = h = int(2 * (hidden or dim) / 3)
         self.fc1 = nn.Linear(dim, 2 * h)
-        self.dwconv = nn.Conv2d(h, h, 3, padding=1, groups=h)
+        self.dwconv = GroupedConv2d(h, h, 3, padding=1, groups=h)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(h, out_dim)
     def forward(self, y):
@@ -99,7 +99,7 @@ class DFN(nn.Module):
         self.dim, self.out_dim = dim, out_dim
         self.hidden = h = hidden or dim
         self.project_in = nn.Conv2d(dim, 2 * h, 1)
-        self.dwconv = nn.Conv2d(2 * h, 2 * h, 3, padding=1, groups=2 * h)
+        self.dwconv = GroupedConv2d(2 * h, 2 * h, 3, padding=1, groups=2 * h)
         self.act = nn.GELU()
         self.project_out = nn.Conv2d(h, out_dim, 1)
     def forward(self, y):

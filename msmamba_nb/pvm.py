@@ -9,7 +9,7 @@ __all__ = ['ParallelVSSM', 'set_scan_layout', 'drop_path', 'DropPath', 'HybridCo
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .ss2d import SS2D, SCAN_LAYOUTS
+from .ss2d import SS2D, SCAN_LAYOUTS, GroupedConv2d
 from .psffn import make_ffn, channel_shuffle
 from .mifa import MIFA
 
@@ -92,8 +92,8 @@ class HybridConvSSM(nn.Module):
         self.dim, h = dim, dim // 2
         self.conv_branch = nn.Sequential(
             nn.BatchNorm2d(h),
-            nn.Conv2d(h, h, 3, 1, 1, groups=h), nn.BatchNorm2d(h), nn.ReLU(),
-            nn.Conv2d(h, dim, 3, 1, 1, groups=h), nn.BatchNorm2d(dim), nn.ReLU(),
+            GroupedConv2d(h, h, 3, 1, 1, groups=h), nn.BatchNorm2d(h), nn.ReLU(),
+            GroupedConv2d(h, dim, 3, 1, 1, groups=h), nn.BatchNorm2d(dim), nn.ReLU(),
             nn.Conv2d(dim, h, 1), nn.BatchNorm2d(h), nn.ReLU())
         self.pvm = ParallelVSSM(h, n_chunks=4 if parallel else 1, **pvm_kw)
         self.drop_path = DropPath(drop_path)

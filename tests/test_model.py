@@ -178,3 +178,27 @@ def test_bench_model_cpu_entry_point(tmp_path):
                                  "--num-classes", "2", "--out", str(out)]) == 0
     rec = json.loads(out.read_text())
     assert rec["images_per_s"] > 0 and rec["variant"] == "t" and "torch" in rec["versions"] and rec["cpu"]
+
+
+@pytest.mark.parametrize("ffn", ["psffn", "convglu", "dfn", "conv3"])
+def test_grouped_convs_run_float32_under_autocast(ffn):
+    "Every grouped conv is a GroupedConv2d: under bf16 autocast it returns float32 and the same numbers as without autocast."
+    import torch.nn as nn
+    from msmamba_nb.ss2d import GroupedConv2d
+    torch.manual_seed(0)
+    m = MicroscopicMamba("t", num_classes=2, depths=(1, 1, 1, 1), ffn=ffn, drop_path_rate=0.0)
+    grouped = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d) and mod.groups > 1]
+    assert grouped and all(isinstance(mod, GroupedConv2d) for mod in grouped)
+    seen = []
+    hooks = [mod.register_forward_hook(lambda mod, i, o: seen.append(o.dtype))
+             for mod in grouped]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(x)
+    for h in hooks: h.remove()
+    assert seen and all(dt == torch.float32 for dt in seen)
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for mod in grouped for p in mod.parameters())
+    conv, xin = grouped[0], torch.randn(2, grouped[0].in_channels, 9, 9)
+    with torch.autocast("cpu", dtype=torch.bfloat16): ya = conv(xin)
+    torch.testing.assert_close(ya, conv(xin))
