@@ -9,7 +9,7 @@ __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN
            'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'ptx_instructions', 'scan_fwd_cuda',
            'scan_bwd_cuda', 'plot_bwd_variants', 'selective_scan_cuda', 'sim_check', 'run_sim_check',
            'bwd_variant_report', 'ptx_report', 'assemble', 'ptxas_report', 'scan_floor_bytes', 'scan_config',
-           'gpu_cases', 'gpu_check', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
+           'gpu_cases', 'gpu_check', 'copy_bandwidth', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
            'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
@@ -1772,6 +1772,14 @@ def _events_ms(fn, reps:int=30, warmup:int=3)->dict:
     e.record(); torch.cuda.synchronize()
     return dict(median=ts[len(ts) // 2], min=ts[0], back_to_back=s.elapsed_time(e) / reps)
 
+def copy_bandwidth(nbytes:int=2**31, # bytes per buffer (well past the L2)
+                   reps:int=20)->float:
+    "This GPU's device-to-device copy bandwidth in bytes/s (bytes read + written, median of `reps` copies of random data)."
+    a = torch.rand(nbytes // 4, device="cuda"); b = torch.empty_like(a)
+    t = _events_ms(lambda: b.copy_(a), reps)["median"]
+    del a, b; torch.cuda.empty_cache()
+    return 2 * nbytes / (t / 1e3)
+
 def _time_call(Bt, Dch, L, N, G, reps, bwd=True, impl=None):
     "Time selective_scan_cuda fwd (no grad) and fwd+bwd at one shape; plus kernel-only launches."
     x = _rand_inputs(Bt, Dch, L, N, G)
@@ -1802,6 +1810,8 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
                    )->dict:
     "GPU benchmark: stage shapes (one grouped call per block) and the released 16-call pattern, several kernels side by side."
     by = {m: dict(grouped=[], released=[]) for m in impls}
+    bw = copy_bandwidth()   # the floors of this card (HBM_BW, the H100 figure of scan_notes, kept for comparison with earlier runs)
+    print(f"device-to-device copy: {bw / 1e12:.2f} TB/s", flush=True)
     for (Bt, Dch, L) in STAGE_SHAPES:
         N, G = 16, 4
         fb, bb = scan_floor_bytes(Bt, Dch, L, N, G)
@@ -1809,13 +1819,15 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
             r = dict(shape=[Bt, Dch, L, N, G], **_time_call(Bt, Dch, L, N, G, reps, impl=m))
             r.update(floor_fwd_ms=fb / HBM_BW * 1e3, floor_fwdbwd_ms=(fb + bb) / HBM_BW * 1e3)
             r["ratio_fwd"] = r["fwd_ms"] / r["floor_fwd_ms"]; r["ratio_fwdbwd"] = r["fwdbwd_ms"] / r["floor_fwdbwd_ms"]
+            r.update(floor_fwd_ms_card=fb / bw * 1e3, floor_fwdbwd_ms_card=(fb + bb) / bw * 1e3)
+            r["ratio_fwd_card"] = r["fwd_ms"] / r["floor_fwd_ms_card"]; r["ratio_fwdbwd_card"] = r["fwdbwd_ms"] / r["floor_fwdbwd_ms_card"]
             r["ratio_fwd_kernel"] = r["fwd_kernel"]["median"] / r["floor_fwd_ms"]
             r["ratio_fwdbwd_kernel"] = (r["fwd_kernel"]["median"] + r["bwd_kernel"]["median"]) / r["floor_fwdbwd_ms"]
             ref = MAMBA_SSM_H100["grouped"].get((Bt, Dch, L, G))
             r["mamba_ssm_issue_h100"] = list(ref) if ref else None
             by[m]["grouped"].append(r)
             print(f"{IMPL_NAMES[m]} grouped {str((Bt, Dch, L, N, G)):26s} fwd {r['fwd_ms']:.3f} ms ({r['ratio_fwd']:.2f}x floor)  "
-                  f"fwd+bwd {r['fwdbwd_ms']:.3f} ms ({r['ratio_fwdbwd']:.2f}x)  kernels {r['fwd_kernel']['median']:.3f}/"
+                  f"fwd+bwd {r['fwdbwd_ms']:.3f} ms ({r['ratio_fwdbwd']:.2f}x; this card: {r['ratio_fwd_card']:.2f}x / {r['ratio_fwdbwd_card']:.2f}x)  kernels {r['fwd_kernel']['median']:.3f}/"
                   f"{r['bwd_kernel']['median']:.3f}", flush=True)
             # released code: 16 calls per block, (58, d_inner, L), G = 1
             Bs, Ds = Bt // 4, Dch // 4
@@ -1843,14 +1855,14 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
             tp.append(dict(shape=[torch_batch, Dch, L, 16, 4], fwd_ms=tf * 1e3, fwdbwd_ms=tfb * 1e3, runs=1))
             print(f"torch path {tp[-1]['shape']}: fwd {tf*1e3:.1f} ms, fwd+bwd {tfb*1e3:.1f} ms (one run)", flush=True)
             del x, a; torch.cuda.empty_cache()
-    return dict(env=_env(), reps=reps, hbm_bw_bytes_per_s=HBM_BW, impls=list(impls), headline=impls[0],
+    return dict(env=_env(), reps=reps, hbm_bw_bytes_per_s=HBM_BW, copy_bw_bytes_per_s=bw, impls=list(impls), headline=impls[0],
                 blk_config=dict(tile=BLK_TILE, rows=BLK_ROWS, bwd=BWD_VARIANT),
                 tiles=dict(blk=BLK_TILE, seq=SEQ_TILE, warp=WARP * ITEMS),
                 note=("fwd_ms / fwdbwd_ms: median per-call CUDA-event time through selective_scan_cuda (autograd wrapper, "
                       "host overhead included; the backward through torch.autograd.grad, so no .grad accumulation is timed — the runs "
                       "before 2026-11-27 summed into .grad, which is extra memory traffic); *_kernel: launches without the wrapper; impls timed shape by shape in one "
-                      "run (blk = v3, seq = v2, warp = v1); floors: scan_notes §6.1 bytes / 3.0 TB/s; mamba_ssm_issue_h100: "
-                      "the numbers quoted in issue 3 (not measured here: mamba_ssm cannot be built on the GPU image); "
+                      "run (blk = v3, seq = v2, warp = v1); floors: scan_notes §6.1 bytes / 3.0 TB/s (the H100 copy rate); "
+                      "*_card: against this card's measured copy bandwidth (copy_bw_bytes_per_s); mamba_ssm_issue_h100: the numbers quoted in issue 3 (not measured here: mamba_ssm cannot be built on the GPU image); "
                       f"torch path: one run at batch {torch_batch} (PyTorch sequential loop, msmamba_nb.scan.selective_scan_torch)"),
                 grouped=by[impls[0]]["grouped"], released=by[impls[0]]["released"], by_impl=by, torch_path=tp)
 
@@ -1902,7 +1914,8 @@ def format_bench_cuda(bench:dict)->str:
             b, d, l, n, g = r["shape"]; m = r["mamba_ssm_issue_h100"]
             rs = [by[k][kind][i] for k in ms_]
             fl = f"{r['floor_fwd_ms']:.3f} / {r['floor_fwdbwd_ms']:.3f}" if "floor_fwd_ms" in r else "—"
-            ra = [f"{q['ratio_fwd']:.2f} / {q['ratio_fwdbwd']:.2f}" if "ratio_fwd" in q else "—" for q in rs]
+            ra = [(f"{q['ratio_fwd']:.2f} / {q['ratio_fwdbwd']:.2f}" + (f" (card {q['ratio_fwd_card']:.2f} / {q['ratio_fwdbwd_card']:.2f})"
+                   if "ratio_fwd_card" in q else "")) if "ratio_fwd" in q else "—" for q in rs]
             L.append(f"| {kind} ({b}, {d}, {l}, {g}) | " + " | ".join(f"{q['fwd_ms']:.3f} / {q['fwdbwd_ms']:.3f}" for q in rs) +
                      f" | {fl} | " + " | ".join(ra) + f" | {'%.3f / %.3f' % tuple(m) if m else '—'} |")
     return "\n".join(L)
