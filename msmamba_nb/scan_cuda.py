@@ -1818,10 +1818,10 @@ def bench_scan_cuda(reps:int=30,                 # timed calls per measurement (
         fb, bb = scan_floor_bytes(Bt, Dch, L, N, G)
         for m in impls:
             r = dict(shape=[Bt, Dch, L, N, G], **_time_call(Bt, Dch, L, N, G, reps, impl=m))
-            r.update(floor_fwd_ms=fb / HBM_BW * 1e3, floor_fwdbwd_ms=(fb + bb) / HBM_BW * 1e3)
-            r["ratio_fwd"] = r["fwd_ms"] / r["floor_fwd_ms"]; r["ratio_fwdbwd"] = r["fwdbwd_ms"] / r["floor_fwdbwd_ms"]
-            r.update(floor_fwd_ms_card=fb / bw * 1e3, floor_fwdbwd_ms_card=(fb + bb) / bw * 1e3)
-            r["ratio_fwd_card"] = r["fwd_ms"] / r["floor_fwd_ms_card"]; r["ratio_fwdbwd_card"] = r["fwdbwd_ms"] / r["floor_fwdbwd_ms_card"]
+            for sfx, rate in (("", HBM_BW), ("_card", bw)):   # floors and ratios at the H100 rate and at this card's
+                for k, nb in (("fwd", fb), ("fwdbwd", fb + bb)):
+                    r[f"floor_{k}_ms{sfx}"] = nb / rate * 1e3
+                    r[f"ratio_{k}{sfx}"] = r[f"{k}_ms"] / r[f"floor_{k}_ms{sfx}"]
             r["ratio_fwd_kernel"] = r["fwd_kernel"]["median"] / r["floor_fwd_ms"]
             r["ratio_fwdbwd_kernel"] = (r["fwd_kernel"]["median"] + r["bwd_kernel"]["median"]) / r["floor_fwdbwd_ms"]
             ref = MAMBA_SSM_H100["grouped"].get((Bt, Dch, L, G))
