@@ -516,7 +516,8 @@ def fig_scatter(paper:dict,      # from paper_results
 
 # %% ../nbs/11_figures.ipynb #c044
 OWNER_PLOTS = {'bench_scan_cuda': ('scan_cuda', 'plot_bench_scan_cuda'),   # record stem -> (module, function(rec, png))
-               'bench_scan_bwd_variants_v4': ('scan_cuda', 'plot_bwd_variants')}
+               'bench_scan_bwd_variants_v4': ('scan_cuda', 'plot_bwd_variants'),
+               'bench_scan_bwd_variants_v5_h200_9434bbf': ('scan_cuda', 'plot_bwd_variants')}
 
 _ID_KEYS = ('name', 'config', 'backend', 'impl', 'precision', 'dtype', 'variant', 'stage', 'shape', 'batch', 'batch_size',
             'channels', 'L', 'img_size')
