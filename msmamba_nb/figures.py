@@ -11,7 +11,7 @@ __all__ = ['DATASETS', 'DATASET_TITLES', 'NOT_OBTAINABLE', 'NOT_RUN_YET', 'OBTAI
            'fig_bench', 'radar_ours', 'make_all', 'main_figures']
 
 # %% ../nbs/11_figures.ipynb #c003
-import argparse, csv, json, math
+import argparse, csv, json, math, re
 from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
@@ -553,9 +553,12 @@ def fig_bench(name:str,   # the record's name (file stem)
     ax = fig.add_subplot()
     vals = [v for _, v in items]
     ax.barh(range(len(items)), vals, color='C0')
-    ax.set_yticks(range(len(items)), [l[-70:] for l, _ in items], fontsize=6); ax.invert_yaxis()
+    lab = [re.sub(r'^results/\d+ ', '', l) for l, _ in items]   # 'results/0 config=fp32 ...' → 'config=fp32 ...'
+    ax.set_yticks(range(len(items)), [l[-90:] for l in lab], fontsize=6); ax.invert_yaxis()
     if min(vals) > 0 and max(vals)/min(vals) > 100: ax.set_xscale('log')
-    ax.set_title(f'{name}: {unit}', fontsize=9); ax.grid(axis='x', alpha=.3)
+    gpus = ((rec.get('env') or {}).get('hardware') or {}).get('gpus') or [{}]
+    what = ', '.join(str(x) for x in (rec.get('variant') and f"variant {rec['variant']}", gpus[0].get('name')) if x)
+    ax.set_title(f'{name}: {unit}' + (f' ({what})' if what else ''), fontsize=9); ax.grid(axis='x', alpha=.3)
     return fig
 
 # %% ../nbs/11_figures.ipynb #c047

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'RESUME_OVERRIDES', 'LEGACY_DEFAULTS', 'RELEASED_REFERENCE', 'BENCH_OPTIONS', 'roc_auc_binary',
-           'roc_auc_ovr', 'confusion_matrix', 'classification_metrics', 'WarmupCosine', 'EarlyStopping', 'ToyNet',
-           'build_model', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint',
+           'roc_auc_ovr', 'confusion_matrix', 'classification_metrics', 'WarmupCosine', 'EarlyStopping', 'next_epoch_s',
+           'ToyNet', 'build_model', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint',
            'file_sha256', 'git_commit', 'portable_argv', 'environment_info', 'seed_everything', 'rng_state',
            'set_rng_state', 'resolve_device', 'dist_env', 'TrainConfig', 'save_predictions', 'load_predictions',
            'evaluate', 'SimulatedKill', 'train', 'evaluate_checkpoint', 'main_train', 'main_eval', 'bench_setup',
@@ -108,6 +108,17 @@ class EarlyStopping:
         return self.count >= self.patience
     def state_dict(self)->dict: return dict(best=self.best, count=self.count)
     def load_state_dict(self, d:dict): self.best, self.count = d['best'], d['count']
+
+# %% ../nbs/09_train.ipynb #c016b
+def next_epoch_s(epoch_s:float, # wall time of the epoch just run (training and validation)
+                 train_s:float, # its training part
+                 late_s:float,  # time of its last `late_steps` training steps
+                 steps:int,     # training steps per epoch
+                 late_steps:int, # how many steps `late_s` covers (0: use the whole epoch)
+                )->float:
+    "Expected wall time of the next epoch: the steady rate of the later steps over all steps, plus validation."
+    if late_steps <= 0: return epoch_s
+    return late_s * steps / late_steps + (epoch_s - train_s)
 
 # %% ../nbs/09_train.ipynb #c018
 class ToyNet(nn.Module):
@@ -497,7 +508,7 @@ def train(cfg:TrainConfig,              # the run's options
                              state=dict(st), rng=rng_state(), data_order=dict(seed=cfg.seed, next_epoch=st['epoch']),
                              config=asdict(cfg)), last_p)
 
-    steps_here, last_epoch_s = 0, None
+    steps_here, half = 0, steps // 2
     while st['epoch'] < cfg.epochs and st['status'] == 'running':
         e = st['epoch']; t0 = time.time()
         if reseed: torch.manual_seed(cfg.seed * 1_000_003 + e * 1009 + rank)   # per-rank dropout; exact on resume
@@ -508,6 +519,7 @@ def train(cfg:TrainConfig,              # the run's options
         loss_sum = torch.zeros((), device=device, dtype=torch.float64); correct = torch.zeros((), device=device, dtype=torch.long)
         bar = tqdm(total=steps, desc=f'epoch {e + 1}/{cfg.epochs}', disable=not (cfg.progress and main), leave=False, mininterval=1.0)
         for s in range(steps):
+            if s == half: t_half = time.time()
             idx, bx = order_d[s * bs:(s + 1) * bs], boxes_d[s * bs:(s + 1) * bs]
             nb = len(idx)
             if ddp: idx, bx = idx[rank::world], bx[rank::world]   # this rank's share of the global batch
@@ -529,7 +541,7 @@ def train(cfg:TrainConfig,              # the run's options
         bar.close()
         if ddp: dist.all_reduce(loss_sum); dist.all_reduce(correct)
         train_loss, train_acc = float(loss_sum) / n_tr, float(correct) / n_tr
-        train_s = time.time() - t0
+        t_train = time.time(); train_s = t_train - t0
         st['epoch'] = e + 1; st['train_seconds'] += train_s
         rec = dict(epoch=e + 1, train_loss=train_loss, train_acc=train_acc, lr=sched.get_last_lr()[0],
                    images_per_s=n_tr / train_s, train_s=train_s)
@@ -542,10 +554,11 @@ def train(cfg:TrainConfig,              # the run's options
             es = EarlyStopping(cfg.patience); es.load_state_dict(st['early_stop'])
             if es.step(v['loss'], cfg.eval_every): st['status'] = 'early_stopped'
             st['early_stop'] = es.state_dict()
-        rec['epoch_s'] = last_epoch_s = time.time() - t0
+        rec['epoch_s'] = time.time() - t0
         if st['status'] == 'running' and st['epoch'] >= cfg.epochs: st['status'] = 'finished'
         if (st['status'] == 'running' and cfg.time_budget_min is not None
-                and time.time() - t_start + last_epoch_s > cfg.time_budget_min * 60):
+                and time.time() - t_start + next_epoch_s(rec['epoch_s'], train_s, t_train - t_half, steps, steps - half)
+                    > cfg.time_budget_min * 60):
             st['status'] = 'time_budget'
         if ddp:   # rank 0's decisions (best epoch, early stop, time budget) hold for every rank
             box = [st]; dist.broadcast_object_list(box, 0); st = box[0]
