@@ -4,7 +4,10 @@
 #   REF_TREE: a folder holding an older msmamba_nb/ (e.g. `git archive <commit> msmamba_nb | tar -x -C REF_TREE`).
 # Writes into OUTDIR: scan_cuda_tests.json (the GPU cases), bench_scan_{head,ref,head2}/bench_scan_cuda.json (timed in the
 # order head, ref, head again, so the spread between the two head runs bounds the noise), profile_*.txt, bench_train_*.json.
-# Set GPU_VALIDATE_PARTS to a subset of "tests scan profile train" to run fewer parts.
+# Set GPU_VALIDATE_PARTS to a subset of "bwd tests scan profile train" (default: all but bwd) to run fewer parts.
+#   bwd: benchmarks/scan_bwd_variants.py over GPU_VALIDATE_BWD_VARIANTS (default v2,v4_nocap,v5) -> OUTDIR/bwd/.
+#   GPU_VALIDATE_TESTS_BWD=v5 runs the GPU cases with that backward variant (MSMAMBA_SCAN_BWD) -> scan_cuda_tests_v5.json.
+# Session 7's kernel part (benchmarks/gpu_session7.sh) is GPU_VALIDATE_PARTS="bwd tests scan" GPU_VALIDATE_TESTS_BWD=v5.
 set -u
 R=${1:?usage: gpu_validate.sh OUTDIR [REF_TREE]}; REF=${2:-}
 PARTS=${GPU_VALIDATE_PARTS:-tests scan profile train}
@@ -12,17 +15,25 @@ mkdir -p "$R"; export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 has() { case " $PARTS " in *" $1 "*) return 0;; esac; return 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,utilization.gpu --format=csv | tee "$R/nvidia_smi.txt"
 python3 -c "import torch, numba, numpy, numba_cuda; print('torch', torch.__version__, 'numba', numba.__version__, 'numba_cuda', numba_cuda.__version__, 'numpy', numpy.__version__)"
+if has bwd; then
+  echo "== backward variants ${GPU_VALIDATE_BWD_VARIANTS:-v2,v4_nocap,v5}"
+  timeout 200 python3 benchmarks/scan_bwd_variants.py --out "$R/bwd" --variants "${GPU_VALIDATE_BWD_VARIANTS:-v2,v4_nocap,v5}" 2>&1 | tail -22
+fi
 if has tests; then
-  echo "== GPU cases (tests/test_scan_cuda_gpu.py, compile tests excluded)"
-  SCAN_CUDA_TESTS_OUT="$R/scan_cuda_tests.json" timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_scan_cuda_gpu.py \
-    -k "not compiled" 2>&1 | tail -5
+  TB=${GPU_VALIDATE_TESTS_BWD:-}
+  echo "== GPU cases (tests/test_scan_cuda_gpu.py, compile tests excluded)${TB:+, backward $TB}"
+  (  # a subshell, so that the later parts keep the default backward; an empty MSMAMBA_SCAN_BWD would be refused
+    [ -n "$TB" ] && export MSMAMBA_SCAN_BWD="$TB"
+    SCAN_CUDA_TESTS_OUT="$R/scan_cuda_tests${TB:+_$TB}.json" timeout 300 \
+      python3 -m pytest -q -p no:cacheprovider tests/test_scan_cuda_gpu.py -k "not compiled" 2>&1 | tail -5
+  )
 fi
 if has scan; then
   for t in head ref head2; do
     if [ "$t" = ref ]; then [ -n "$REF" ] || continue; dir="$REF"; else dir=.; fi
     echo "== scan benchmark: $t ($dir)"
     (cd "$dir" && timeout 240 python3 -m msmamba_nb.cli bench-scan-cuda --out-dir "$R/bench_scan_$t" --png '' --impls blk --no-torch --reps 30 \
-      2>&1 | grep -E "grouped|released" | head -8)
+      2>&1 | grep -E "grouped|released|floor|copy" | head -14)
   done
 fi
 if has profile; then

@@ -1,5 +1,5 @@
 "Tests of msmamba_nb.train: metrics vs scikit-learn, schedule, checkpoints, determinism, resume, CLI, benchmark."
-import contextlib, io, json, shutil
+import contextlib, io, json, os, shutil
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
@@ -410,3 +410,19 @@ def test_profile_train_step_script_cpu(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     head, *rows = out.read_text().splitlines()
     assert head.startswith('t, batch 2, 32², fp32') and 'ms/step' in head and any('aten::' in r for r in rows)
+
+def test_gpu_train_call_script_cpu(tmp_path):
+    "benchmarks/gpu_train_call.sh (a device-call wrapper) starts a run, stops it at its budget, resumes it and packs its records."
+    import subprocess, sys, tarfile
+    root = Path(__file__).parent.parent
+    out, run = tmp_path/'out', tmp_path/'run'; out.mkdir()
+    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = ['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(run), 'sample', '0.0001', '--variant', 'toy',
+           '--epochs', '2', '--img-size', '32', '--seed', '0', '--device', 'cpu']
+    for k, status in ((1, 'time_budget'), (2, 'finished')):   # the budget stops each call after one epoch
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
+        assert p.returncode == 0 and ('resuming' if k == 2 else 'new run') in p.stdout, p.stdout + p.stderr
+        with tarfile.open(out/f'run_{k}.tgz') as t: names = t.getnames()
+        assert 'run/metrics.json' in names and not any(n.endswith('.pt') for n in names)
+        m = json.loads((run/'metrics.json').read_text())
+        assert (m['status'], m['epochs_run']) == (status, k)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One device call of a training too long for one call: starts the run, or resumes it when RUN_DIR holds its checkpoint, stops
+# at the time budget (an epoch boundary), and packs the run's records (not its checkpoints) into $OUT for the way back.
+# Make the calls back to back on one warm machine: the checkpoints stay on it (b's last checkpoint is ~90 MB and cannot
+# travel back), and the machine goes back 30 s after a call. Never run the training in the background: it is lost with
+# the machine if the session stops between calls. This is how Ms-Mamba-b was trained on 2026-12-03 (three calls).
+# Usage (repo root, GPU machine): bash benchmarks/gpu_train_call.sh RUN_DIR PACK BUDGET_MIN [train options for a new run]
+#   e.g. bash benchmarks/gpu_train_call.sh /tmp/rb packs/sars_q85.pack 8.7 --variant b --epochs 13 --channels-last --compile --seed 0
+#   Export MSMAMBA_GIT_COMMIT first (the device's tree has no .git). Writes $OUT/<run>_<k>.tgz and $OUT/<run>_<k>.log.
+set -u
+RUN=${1:?RUN_DIR}; PACK=${2:?PACK}; BUDGET=${3:?BUDGET_MIN}; shift 3
+: "${OUT:?OUT, the output folder of the device tool, is not set}"
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+name=$(basename "$RUN"); k=1; while [ -e "$OUT/${name}_$k.log" ]; do k=$((k + 1)); done
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/${name}_$k.smi.txt" 2>&1
+if [ -f "$RUN/checkpoint_last.pt" ]; then
+  echo "== resuming $RUN"
+  args=(--resume --run-dir "$RUN" --pack "$PACK")
+else
+  echo "== new run $RUN"
+  args=(--pack "$PACK" --run-dir "$RUN" "$@")
+fi
+timeout $(( ${BUDGET%.*} * 60 + 90 )) python3 -m msmamba_nb.cli train "${args[@]}" --time-budget-min "$BUDGET" --no-progress \
+  > "$OUT/${name}_$k.log" 2>&1
+echo "train exit code $?"
+tar -C "$(dirname "$RUN")" -czf "$OUT/${name}_$k.tgz" --exclude='*.pt' "$name"
+tail -2 "$OUT/${name}_$k.log"; tail -n 3 "$RUN/log.jsonl" | cut -c1-200
