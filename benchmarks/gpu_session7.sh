@@ -4,7 +4,8 @@
 # (`setsid`, so later calls can poll it), the 13-epoch fp32 training of Ms-Mamba-b on SARS (compiled, channels_last).
 # Outcome: the foreground parts ran (data committed); the background b run was lost with the machine (interrupted session).
 # Do not copy the background part: run long trainings as benchmarks/gpu_train_call.sh does (foreground calls, --resume).
-# Its foreground part is now GPU_VALIDATE_PARTS="bwd tests scan" GPU_VALIDATE_TESTS_BWD=v5 bash benchmarks/gpu_validate.sh OUTDIR.
+# Its foreground part is now, up to output paths and timeouts (and the scan timed twice),
+#   GPU_VALIDATE_PARTS="bwd tests scan" GPU_VALIDATE_TESTS_BWD=v5 bash benchmarks/gpu_validate.sh OUTDIR
 # Usage (repo root, GPU machine): bash benchmarks/gpu_session7.sh OUTDIR PACK
 #   foreground: OUTDIR/bwd/bench_scan_bwd_variants.json, OUTDIR/scan_cuda_tests_v5.json, OUTDIR/bench_scan/bench_scan_cuda.json
 #   background: OUTDIR/run_b/ (the run), OUTDIR/bg.log, OUTDIR/bg.done

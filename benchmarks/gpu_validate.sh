@@ -7,7 +7,7 @@
 # Set GPU_VALIDATE_PARTS to a subset of "bwd tests scan profile train" (default: all but bwd) to run fewer parts.
 #   bwd: benchmarks/scan_bwd_variants.py over GPU_VALIDATE_BWD_VARIANTS (default v2,v4_nocap,v5) -> OUTDIR/bwd/.
 #   GPU_VALIDATE_TESTS_BWD=v5 runs the GPU cases with that backward variant (MSMAMBA_SCAN_BWD) -> scan_cuda_tests_v5.json.
-# Session 7's kernel part (benchmarks/gpu_session7.sh) is GPU_VALIDATE_PARTS="bwd tests scan" GPU_VALIDATE_TESTS_BWD=v5.
+# Session 7's kernel part (benchmarks/gpu_session7.sh) is, up to output paths and timeouts, GPU_VALIDATE_PARTS="bwd tests scan" GPU_VALIDATE_TESTS_BWD=v5.
 set -u
 R=${1:?usage: gpu_validate.sh OUTDIR [REF_TREE]}; REF=${2:-}
 PARTS=${GPU_VALIDATE_PARTS:-tests scan profile train}

@@ -326,15 +326,17 @@ _T1_HEAD = ['Group', 'Method', 'Venue', 'GMACs', 'Params (M)'] + [f'{DATASET_TIT
 
 def table1_markdown(rows:list) -> str:
     "Table I as a Markdown table, with notes for our rows below it."
-    keys = T1_COLUMNS[:-2]
-    lines = ['| ' + ' | '.join(_T1_HEAD) + ' |', '|' + '---|'*len(_T1_HEAD)]
+    keys = ['source'] + T1_COLUMNS[:-2]   # each row says first where its numbers come from: the paper, or measured here
+    head = ['Source'] + _T1_HEAD
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)]
     for r in rows:
         cells = [str(r[k]) for k in keys]
         if r['source'] == 'measured': cells = [f"**{c}**" if c[:1].isdigit() else c for c in cells]
         lines.append('| ' + ' | '.join(cells) + ' |')
     notes = [f"- {r['method']}: {r['note']}" for r in rows if r['source'] == 'measured']
     return '\n'.join(['# Table I: the paper\'s numbers and ours', '',
-                      'Paper rows: the published Table I (reference only). **Bold** rows/cells: our measurements '
+                      'Rows with Source "paper": the published Table I (reference only; its "Ours" group is the paper authors\' Ms-Mamba). '
+                      'Source "measured", **bold** cells: our measurements '
                       '(mean ± sample std over seeds where several exist). OA and AUC in %. Our Params carry the head they were counted with '
                       '(K classes); the paper\'s t/s Params include a 1000-class head and its b Params an 8-class head (spec §3.1). '
                       'GMACs at 224², selective-scan core excluded (the paper\'s convention).', ''] + lines + ['', 'Notes:'] + notes) + '\n'
@@ -507,7 +509,7 @@ def fig_scatter(paper:dict,      # from paper_results
             if o.get(key) is None: continue
             if o.get('OA') is None:   # size measured, accuracy not yet: mark where our model sits on the cost axis
                 ax.axvline(o[key], ls='--', color='C3', lw=1, label=o['label']); continue
-            ax.errorbar([o[key]], [o['OA']], yerr=[o.get('OA_std') or 0], fmt='*', ms=14, color=f'C{3+i%3}',
+            ax.errorbar([o[key]], [o['OA']], yerr=[o.get('OA_std') or 0], fmt='*', ms=14, color=f'C{3+i}',
                         mec='k', capsize=3, label=o['label'])
         ax.set_xscale('log'); ax.set_xlabel(xl); ax.set_ylabel(f'{DATASET_TITLES[dataset]} OA (%)'); ax.grid(alpha=.3)
     axs[1].legend(fontsize=7, loc='lower right')
@@ -556,26 +558,30 @@ def fig_bench(name:str,   # the record's name (file stem)
     lab = [re.sub(r'^results/\d+ ', '', l) for l, _ in items]   # 'results/0 config=fp32 ...' → 'config=fp32 ...'
     ax.set_yticks(range(len(items)), [l[-90:] for l in lab], fontsize=6); ax.invert_yaxis()
     if min(vals) > 0 and max(vals)/min(vals) > 100: ax.set_xscale('log')
-    gpus = ((rec.get('env') or {}).get('hardware') or {}).get('gpus') or [{}]
-    what = ', '.join(str(x) for x in (rec.get('variant') and f"variant {rec['variant']}", gpus[0].get('name')) if x)
+    top = rec if 'env' in rec else rec.get('head') or {}   # A/B records keep the measured side under 'head'
+    env = top.get('env') or {}
+    gpu = env.get('gpu') or (((env.get('hardware') or {}).get('gpus') or [{}])[0]).get('name')
+    what = ', '.join(str(x) for x in (top.get('variant') and f"variant {top['variant']}", gpu) if x)
     ax.set_title(f'{name}: {unit}' + (f' ({what})' if what else ''), fontsize=9); ax.grid(axis='x', alpha=.3)
     return fig
 
 # %% ../nbs/11_figures.ipynb #c047
 def _agg_points(runs, results_dir):
-    "Our measured SARS points per (variant, split): mean/std OA and AUC with the model size."
+    "Our measured SARS points per (variant, split, protocol), as Table I's rows: mean/std OA and AUC with the model size."
     pts = []
     for v in VARIANTS:
         for split in sorted({r['split'] for r in runs if r['variant'] == v}):
             for syn in (False, True):
-                sel = [r for r in runs if r['variant'] == v and r['split'] == split and r['dataset'] == 'SARS' and r['finished'] and r['synthetic'] == syn]
-                if not sel: continue
-                m, s, n = mean_std([r['OA'] for r in sel])
-                sz = model_size(v, len(sel[0]['class_names'] or [0, 1]), results_dir)
-                pts.append(dict(variant=v, split=split, OA=m, OA_std=s, n=n, AUC=mean_std([r['AUC'] for r in sel])[0],
-                                params_m=sz['params_m'], gmacs=sz['gmacs'],
-                                label=('SYNTHETIC ' if syn else '') + f"ours {v}" + ('' if split == 'default' else f' ({split})')
-                                      + f", {sz['num_classes']}-class head" + (f", n={n}" if n > 1 else '')))
+                ss = [r for r in runs if r['variant'] == v and r['split'] == split and r['dataset'] == 'SARS' and r['finished'] and r['synthetic'] == syn]
+                for proto in sorted({r['protocol'] for r in ss}):
+                    sel = [r for r in ss if r['protocol'] == proto]
+                    m, s, n = mean_std([r['OA'] for r in sel])
+                    sz = model_size(v, len(sel[0]['class_names'] or [0, 1]), results_dir)
+                    pts.append(dict(variant=v, split=split, protocol=proto, OA=m, OA_std=s, n=n, AUC=mean_std([r['AUC'] for r in sel])[0],
+                                    params_m=sz['params_m'], gmacs=sz['gmacs'],
+                                    label=('SYNTHETIC ' if syn else '') + f"ours {v}" + ('' if split == 'default' else f' ({split})')
+                                          + f", {sz['num_classes']}-class head" + (f", n={n}" if n > 1 else '')
+                                          + (f" [{re.sub(r' [(]paper [0-9]+[)]', '', proto)}]" if proto else '')))
     if not pts:
         sz = model_size('t', 2, results_dir)
         if sz['params_m'] is not None:
@@ -585,7 +591,8 @@ def _agg_points(runs, results_dir):
 
 def radar_ours(pts:list, results_dir=None) -> dict:
     "Our t values for the radar: SARS OA of the default-split runs (real ones first) and the measured model size."
-    sel = [p for p in pts if p['variant'] == 't' and p['split'] == 'default' and p.get('OA') is not None]
+    sel = sorted((p for p in pts if p['variant'] == 't' and p['split'] == 'default' and p.get('OA') is not None),
+                 key=lambda p: -p.get('n', 1))   # the group with the most seeds (fp32), not a one-seed variant of it (bf16)
     t = next((p for p in sel if not p['label'].startswith('SYNTHETIC')), None) or next(iter(sel), None)
     sz = model_size('t', 2, results_dir)
     ours = dict(gmacs=sz['gmacs'], params_m=sz['params_m'], label='Ms-Mamba-t (ours: size measured, 2-class head; not trained yet)')

@@ -555,10 +555,10 @@ def train(cfg:TrainConfig,              # the run's options
             if es.step(v['loss'], cfg.eval_every): st['status'] = 'early_stopped'
             st['early_stop'] = es.state_dict()
         rec['epoch_s'] = time.time() - t0
+        rec['next_epoch_est_s'] = next_epoch_s(rec['epoch_s'], train_s, t_train - t_half, steps, steps - half)
         if st['status'] == 'running' and st['epoch'] >= cfg.epochs: st['status'] = 'finished'
         if (st['status'] == 'running' and cfg.time_budget_min is not None
-                and time.time() - t_start + next_epoch_s(rec['epoch_s'], train_s, t_train - t_half, steps, steps - half)
-                    > cfg.time_budget_min * 60):
+                and time.time() - t_start + rec['next_epoch_est_s'] > cfg.time_budget_min * 60):
             st['status'] = 'time_budget'
         if ddp:   # rank 0's decisions (best epoch, early stop, time budget) hold for every rank
             box = [st]; dist.broadcast_object_list(box, 0); st = box[0]
@@ -577,6 +577,12 @@ def train(cfg:TrainConfig,              # the run's options
         dist.barrier()
         if own_pg: dist.destroy_process_group()
         if not main: return {}
+    if st['status'] == 'time_budget':   # the test split is evaluated once, when the run has ended, not at every stop
+        out = dict(complete=False, status='time_budget', resumable=True, epochs_run=st['epoch'], epochs_max=cfg.epochs,
+                   best_epoch=st['best_epoch'], best_val_acc=st['best_val_acc'], train_seconds=round(st['train_seconds'], 1),
+                   note='stopped on the time budget at an epoch boundary; the test split is evaluated once, when the run '
+                        'has ended. Continue with: msmamba train --resume --run-dir ' + str(run))
+        _write_json(run/'metrics.json', out); return out
     if not best_p.is_file() and st['best_epoch'] > 0:   # e.g. a resumed run whose best file was not carried along
         raise CheckpointError(f"{best_p} is missing, but the run's best val accuracy ({st['best_val_acc']:.4f}) was at epoch "
                               f"{st['best_epoch']}: the protocol's test (best checkpoint, once) cannot run")
@@ -600,9 +606,6 @@ def train(cfg:TrainConfig,              # the run's options
                checkpoint='checkpoint_best.pt', checkpoint_sha256=file_sha256(best_p), dataset=data.dataset,
                split_scheme=data.split_scheme, variant=cfg.variant, img_size=cfg.img_size, seed=cfg.seed,
                data_fidelity=data.fidelity)
-    if not st['complete']:
-        out['note'] = ('incomplete: stopped on the time budget at an epoch boundary; these test numbers are for the best '
-                       'checkpoint so far. Continue with: msmamba train --resume --run-dir ' + str(run))
     _write_json(run/'metrics.json', out)
     return out
 

@@ -142,7 +142,7 @@ def test_resume_equals_uninterrupted(tiny, tmp_path, kill_at):
         assert res[k] == ref[k]
     log_r = [json.loads(l) for l in (tmp_path/'ref'/'log.jsonl').read_text().splitlines()]
     log_k = [json.loads(l) for l in (tmp_path/'k'/'log.jsonl').read_text().splitlines()]
-    strip = lambda l: {k: v for k, v in l.items() if k not in ('images_per_s', 'train_s', 'epoch_s')}
+    strip = lambda l: {k: v for k, v in l.items() if k not in ('images_per_s', 'train_s', 'epoch_s', 'next_epoch_est_s')}
     assert list(map(strip, log_r)) == list(map(strip, log_k))
     env = json.loads((tmp_path/'k'/'env.json').read_text())
     assert env['resumes'][0]['from_epoch'] == 1
@@ -172,6 +172,30 @@ def test_time_budget_then_resume(tiny, tmp_path):
     assert m2['complete'] and m2['epochs_run'] == 3 and m2['checkpoint_sha256'] == ref['checkpoint_sha256']
     m3 = train(TrainConfig(run_dir=str(tmp_path/'b'), progress=False, device='cpu'), resume=True, data=data)
     assert m3 == m2   # already complete: nothing happens
+
+def _slow_first_step(monkeypatch):
+    "A fake clock for train(): the model's first forward call takes 100 s (as compilation would), every later one 1 s."
+    import types, time
+    clock, calls = [0.0], [0]
+    monkeypatch.setattr(T, 'time', types.SimpleNamespace(time=lambda: clock[0], perf_counter=time.perf_counter))
+    real = T.build_model
+    def build(*a, **k):
+        m = real(*a, **k)
+        def tick(mod, inp): clock[0] += 100.0 if calls[0] == 0 else 1.0; calls[0] += 1
+        m.register_forward_pre_hook(tick); return m
+    monkeypatch.setattr(T, 'build_model', build)
+
+@pytest.mark.parametrize('budget_s,status,epochs', [(150, 'finished', 3), (105, 'time_budget', 1)])
+def test_time_budget_ignores_a_slow_first_step(tiny, tmp_path, monkeypatch, budget_s, status, epochs):
+    "The budget check takes the later half of an epoch as the rate: epoch 1 lasts ~103 s (a 100-s first step), later ones ~4 s."
+    root, data = tiny
+    _slow_first_step(monkeypatch)
+    m = train(_cfg(root, tmp_path/'r', time_budget_min=budget_s / 60), data=data)
+    log = [json.loads(l) for l in (tmp_path/'r'/'log.jsonl').read_text().splitlines()]
+    assert log[0]['epoch_s'] > 100 and log[0]['next_epoch_est_s'] < 10      # the first epoch's own time would stop at 150 s
+    assert (m['status'], m['epochs_run']) == (status, epochs)
+    if status == 'time_budget':   # a stop on the budget does not test: the test split is evaluated once, at the end
+        assert 'OA' not in m and m['resumable'] and not (tmp_path/'r'/'predictions.csv').exists()
 
 def test_resume_refuses_to_test_a_stale_best_checkpoint(tiny, tmp_path):
     root, data = tiny
@@ -426,3 +450,6 @@ def test_gpu_train_call_script_cpu(tmp_path):
         assert 'run/metrics.json' in names and not any(n.endswith('.pt') for n in names)
         m = json.loads((run/'metrics.json').read_text())
         assert (m['status'], m['epochs_run']) == (status, k)
+    bad = subprocess.run(['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(tmp_path/'bad'), str(tmp_path/'no.pack'), '1'],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert bad.returncode == 2 and 'no.pack' in (out/'bad_1.log').read_text()   # train's exit code, its error in the log
