@@ -132,3 +132,20 @@ def test_drop_path():
     o = drop_path(torch.ones(2000, 3), 0.25, training=True)
     assert set(o[:, 0].unique().tolist()) <= {0., torch.tensor(1 / 0.75).item()} and abs(o.mean().item() - 1) < 0.05
     assert torch.equal(drop_path(torch.ones(4, 3), 0.25, training=False), torch.ones(4, 3))
+
+@pytest.mark.cuda
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_multiplier_conv_depthwise_on_cuda(monkeypatch, dtype):
+    "On CUDA the conv branch's 1→2-per-group conv runs as a depthwise conv of the repeated input: same output and gradients as cuDNN's grouped conv."
+    from msmamba_nb import ss2d
+    g = torch.Generator(device='cuda').manual_seed(0)
+    x = torch.randn(4, 48, 28, 28, device='cuda', generator=g).to(dtype).requires_grad_()
+    conv = ss2d.GroupedConv2d(48, 96, 3, 1, 1, groups=48).cuda()
+    res = {}
+    for mode in ('cudnn', 'depthwise'):
+        monkeypatch.setattr(ss2d, 'GROUPED_CONV', mode)
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            y = conv(x)
+        res[mode] = (y, *torch.autograd.grad(y.float().square().sum(), (x, conv.weight, conv.bias)))
+    for a, b in zip(res['depthwise'], res['cudnn']):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-3), float((a.float() - b.float()).abs().max())

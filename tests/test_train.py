@@ -453,3 +453,16 @@ def test_gpu_train_call_script_cpu(tmp_path):
     bad = subprocess.run(['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(tmp_path/'bad'), str(tmp_path/'no.pack'), '1'],
                          capture_output=True, text=True, timeout=300, env=env, cwd=root)
     assert bad.returncode == 2 and 'no.pack' in (out/'bad_1.log').read_text()   # train's exit code, its error in the log
+
+def test_grouped_conv_ab_script_cpu(tmp_path):
+    "benchmarks/grouped_conv_ab.py (a GPU A/B) runs end to end on the CPU at a tiny size and says it is only a smoke test there."
+    import subprocess, sys
+    script = Path(__file__).parent.parent/'benchmarks'/'grouped_conv_ab.py'
+    out = tmp_path/'ab.json'
+    p = subprocess.run([sys.executable, str(script), '--out', str(out), '--device', 'cpu', '--configs', 'fp32', '--img-size', '32',
+                        '--batch', '2', '--rounds', '1', '--steps', '1'], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert p.returncode == 0, p.stderr[-2000:]
+    rec = json.loads(out.read_text())
+    assert [r['config'] for r in rec['results']] == ['fp32'] and rec['results'][0]['depthwise_over_cudnn'] > 0
+    assert len(rec['conv_alone']) == 4 and 'smoke test' in rec['note']
