@@ -4,6 +4,9 @@ Alternates `msmamba_nb.ss2d.GROUPED_CONV` between "cudnn" and "depthwise" round 
 random 224² input, Adam, as `msmamba bench-train`), so the two settings see the same process, GPU clocks and allocator.
 Also times the conv alone (forward + backward, CUDA events) at the shapes of the four stages of t at batch 58.
 Usage (GPU): python3 benchmarks/grouped_conv_ab.py --out OUT.json [--configs fp32,fp32+cl] [--rounds 4 --steps 10]
+Run from the repository root with PYTHONPATH=. on the GPU machine (the package is not installed there).
+Outcome (2026-12-03, one H200, commit dcd5f93, paper_figures/data/bench_grouped_conv_ab_h200_dcd5f93.json): the depthwise
+form lost (conv alone slower at every stage; training 0.955x fp32, 1.06x fp32+cl, 0.976x bf16), so the default stays cudnn.
 CPU smoke test: python3 benchmarks/grouped_conv_ab.py --device cpu --img-size 32 --batch 2 --rounds 1 --steps 1 --out x.json
 """
 import argparse, json, statistics, time

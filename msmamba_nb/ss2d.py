@@ -57,7 +57,7 @@ def _selective_scan(u, delta, A, B, C, D, delta_bias, backend):
                           delta_softplus=True, backend=backend)
 
 # %% ../nbs/03_ss2d.ipynb #c011h
-GROUPED_CONV = os.environ.get("MSMAMBA_GROUPED_CONV", "depthwise")   # CUDA path of channel-multiplier convs: "depthwise" or "cudnn"
+GROUPED_CONV = os.environ.get("MSMAMBA_GROUPED_CONV", "cudnn")   # CUDA path of channel-multiplier convs: "cudnn" or "depthwise" (slower, §above)
 if GROUPED_CONV not in ("depthwise", "cudnn"):
     raise ValueError(f"environment MSMAMBA_GROUPED_CONV={GROUPED_CONV!r}: must be 'depthwise' or 'cudnn'")
 
@@ -74,7 +74,7 @@ def _conv(x, w, b, stride, padding, dilation, groups):
 def grouped_conv2d(x:torch.Tensor, w:torch.Tensor, b:torch.Tensor|None, # input (B, C, H, W), weight, bias
                    stride=1, padding=0, dilation=1, groups:int=1,       # as F.conv2d
                   )->torch.Tensor:
-    "F.conv2d, in float32 under autocast when groups > 1 (cuDNN's bf16 grouped weight gradient is slow); on CUDA multipliers run depthwise."
+    "F.conv2d, in float32 under autocast when groups > 1 (cuDNN's bf16 grouped weight gradient is slow)."
     if groups > 1 and torch.is_autocast_enabled(x.device.type):
         with torch.autocast(x.device.type, enabled=False):
             return _conv(x.float(), w.float(), None if b is None else b.float(), stride, padding, dilation, groups)

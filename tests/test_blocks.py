@@ -136,7 +136,7 @@ def test_drop_path():
 @pytest.mark.cuda
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 def test_multiplier_conv_depthwise_on_cuda(monkeypatch, dtype):
-    "On CUDA the conv branch's 1→2-per-group conv runs as a depthwise conv of the repeated input: same output and gradients as cuDNN's grouped conv."
+    "On CUDA the conv branch's 1→2-per-group conv as a depthwise conv of the repeated input (an option, slower): same output and gradients as cuDNN's."
     from msmamba_nb import ss2d
     g = torch.Generator(device='cuda').manual_seed(0)
     x = torch.randn(4, 48, 28, 28, device='cuda', generator=g).to(dtype).requires_grad_()
