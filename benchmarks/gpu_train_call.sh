@@ -5,7 +5,7 @@
 # travel back), and the machine goes back 30 s after a call. Never run the training in the background: it is lost with
 # the machine if the session stops between calls. This is how Ms-Mamba-b was trained on 2026-12-03 (three calls).
 # Usage (repo root, GPU machine): bash benchmarks/gpu_train_call.sh RUN_DIR PACK BUDGET_MIN [train options]
-#   e.g. bash benchmarks/gpu_train_call.sh /tmp/rb packs/sars_q85.pack 8.7 --variant b --epochs 13 --channels-last --compile --seed 0
+#   e.g. bash benchmarks/gpu_train_call.sh runs/b-sars packs/sars_q85.pack 8.7 --variant b --epochs 13 --channels-last --compile --seed 0
 #   The same options may be given to every call: a resume keeps the run's saved options (only --device, --workers and
 #   the like are taken from the resuming call). Export MSMAMBA_GIT_COMMIT first (the device's tree has no .git).
 #   Writes $OUT/<run>_<k>.{log,tgz,smi.txt}, k = the call's number for this run (counted in RUN_DIR.calls).
