@@ -12,12 +12,9 @@ CPU smoke test: python3 benchmarks/grouped_conv_ab.py --device cpu --img-size 32
 import argparse, json, statistics, time
 import torch
 from msmamba_nb import ss2d
-from msmamba_nb.train import bench_setup, bench_config, environment_info, resolve_device
+from msmamba_nb.train import bench_setup, bench_config, environment_info, resolve_device, _sync
 
 MODES = ("cudnn", "depthwise")
-
-def _sync(dev):
-    if dev.type == "cuda": torch.cuda.synchronize(dev)
 
 def conv_alone(dev, batch:int, reps:int)->list:
     "Forward + backward ms (median of `reps`) of the multiplier conv at each stage of t, per mode."

@@ -559,8 +559,7 @@ def fig_bench(name:str,   # the record's name (file stem)
     ax.set_yticks(range(len(items)), [l[-90:] for l in lab], fontsize=6); ax.invert_yaxis()
     if min(vals) > 0 and max(vals)/min(vals) > 100: ax.set_xscale('log')
     top = rec if 'env' in rec else rec.get('head') or {}   # A/B records keep the measured side under 'head'
-    env = top.get('env') or {}
-    gpu = env.get('gpu') or (((env.get('hardware') or {}).get('gpus') or [{}])[0]).get('name')
+    gpu = _get(top, 'env.gpu') or (_get(top, 'env.hardware.gpus') or [{}])[0].get('name')
     what = ', '.join(str(x) for x in (top.get('variant') and f"variant {top['variant']}", gpu) if x)
     ax.set_title(f'{name}: {unit}' + (f' ({what})' if what else ''), fontsize=9); ax.grid(axis='x', alpha=.3)
     return fig
