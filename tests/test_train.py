@@ -454,6 +454,26 @@ def test_gpu_train_call_script_cpu(tmp_path):
                          capture_output=True, text=True, timeout=300, env=env, cwd=root)
     assert bad.returncode == 2 and 'no.pack' in (out/'bad_1.log').read_text()   # train's exit code, its error in the log
 
+def test_gpu_train_call_detached_cpu(tmp_path):
+    "gpu_train_call.sh with MSMAMBA_BG_WAIT_S runs the training in its own session, waits for it, and never starts it twice."
+    import subprocess, sys, tarfile
+    root = Path(__file__).parent.parent
+    out, run = tmp_path/'out', tmp_path/'run'; out.mkdir()
+    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', MSMAMBA_BG_WAIT_S='1',
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = ['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(run), 'sample', '5', '--variant', 'toy',
+           '--epochs', '2', '--img-size', '32', '--seed', '0', '--device', 'cpu']
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert p.returncode == 0 and 'detached training started' in p.stdout and 'still running' in p.stdout, p.stdout + p.stderr
+    env['MSMAMBA_BG_WAIT_S'] = '280'                     # the next call waits for its end (or finds it ended)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert p.returncode == 0 and 'train exit code 0' in p.stdout and 'started' not in p.stdout, p.stdout
+    m = json.loads((run/'metrics.json').read_text())
+    assert (m['status'], m['epochs_run']) == ('finished', 2)
+    with tarfile.open(out/'run_2.tgz') as t: assert 'run/metrics.json' in t.getnames()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)   # ended: reported, not restarted
+    assert p.returncode == 0 and 'has ended' in p.stdout and len((run/'log.jsonl').read_text().splitlines()) == 2, p.stdout
+
 def test_grouped_conv_ab_script_cpu(tmp_path):
     "benchmarks/grouped_conv_ab.py (a GPU A/B) runs end to end on the CPU at a tiny size and says it is only a smoke test there."
     import subprocess, sys
