@@ -7,8 +7,8 @@ __all__ = ['DATASETS', 'DATASET_TITLES', 'NOT_OBTAINABLE', 'NOT_RUN_YET', 'OBTAI
            'OWNER_PLOTS', 'paper_results', 'paper_row', 'canonical_dataset', 'canonical_split', 'pct', 'read_log',
            'run_protocol', 'read_run', 'find_runs', 'read_eval_record', 'find_eval_records', 'write_synthetic_results',
            'model_size', 'write_model_size', 'mean_std', 'fmt_cell', 'table1', 'table1_markdown', 'write_table1_csv',
-           'fig_table1', 'fig_curves', 'seed_groups', 'fig_seeds', 'fig_confusion_roc', 'fig_radar', 'fig_scatter',
-           'fig_bench', 'radar_ours', 'make_all', 'main_figures']
+           'fig_table1', 'fig_curves', 'seed_groups', 'fig_seeds', 'schedule_groups', 'fig_schedule',
+           'fig_confusion_roc', 'fig_radar', 'fig_scatter', 'fig_bench', 'radar_ours', 'make_all', 'main_figures']
 
 # %% ../nbs/11_figures.ipynb #c003
 import argparse, csv, json, math, re
@@ -82,11 +82,13 @@ def read_log(path:str|Path) -> list:
         except json.JSONDecodeError: pass  # a line cut by a killed run
     return out
 
-def run_protocol(cfg:dict) -> str:
+def run_protocol(cfg:dict,            # a run's config.json
+                 schedule:bool=True,  # include the schedule length (False: the rest of the protocol, to compare schedules)
+                ) -> str:
     "'' for the released protocol (200 epochs, 224², full data, default model), else what differs, e.g. '13-epoch schedule (paper 200)'."
     bits = []
     ep = cfg.get('epochs')
-    if ep is not None and ep != 200: bits.append(f"{ep}-epoch schedule (paper 200)")   # warm-up + cosine compressed to ep
+    if schedule and ep is not None and ep != 200: bits.append(f"{ep}-epoch schedule (paper 200)")   # warm-up + cosine compressed to ep
     if cfg.get('subset'): bits.append(f"subset {cfg['subset']}/class")
     if cfg.get('img_size') not in (None, 224): bits.append(f"{cfg['img_size']}²")
     if cfg.get('model_kwargs'): bits.append(', '.join(f"{k}={v}" for k, v in sorted(cfg['model_kwargs'].items())))
@@ -411,6 +413,43 @@ def fig_seeds(group:list) -> Figure:
                  f"{len(group)} seeds ({r0['protocol'] or 'paper protocol'}; data {r0['fidelity']})", fontsize=9)
     return fig
 
+# %% ../nbs/11_figures.ipynb #c034b
+def schedule_groups(runs:list) -> dict:
+    "Finished runs grouped by (dataset, variant, split, protocol apart from the schedule) when the group has two or more lengths."
+    g = {}
+    for r in runs:
+        if r['finished'] and (r['config'] or {}).get('epochs') is not None:
+            g.setdefault((r['dataset'], r['variant'], r['split'], run_protocol(r['config'], schedule=False)), []).append(r)
+    return {k: sorted(v, key=lambda r: (r['config']['epochs'], r['seed'] or 0)) for k, v in g.items()
+            if len({r['config']['epochs'] for r in v}) > 1}
+
+def fig_schedule(group:list,            # runs of one schedule group (from schedule_groups)
+                 paper:dict|None=None,  # paper_results(), for the paper's value at 200 epochs; None: no star
+                ) -> Figure:
+    "Test OA and AUC against the schedule length (runs as dots, the mean per length as a line, the paper's 200-epoch value as a star)."
+    fig = Figure(figsize=(9, 3.2), layout='constrained')
+    axs = fig.subplots(1, 2)
+    r0 = group[0]
+    ref = paper_row(paper, r0['variant'])['results'].get(r0['dataset']) if paper and r0['variant'] in VARIANTS else None
+    eps = sorted({r['config']['epochs'] for r in group})
+    for ax, k in zip(axs, ('OA', 'AUC')):
+        ax.plot([r['config']['epochs'] for r in group], [r[k] for r in group], 'o', color='C0', alpha=.6, label='our runs (seeds)')
+        ms = [mean_std([r[k] for r in group if r['config']['epochs'] == e]) for e in eps]
+        ax.plot(eps, [m for m, _, _ in ms], '-', color='C0', label='our mean per length')
+        for e, (m, _, n) in zip(eps, ms):
+            ax.annotate(f"{m:.2f}" + (f" (n={n})" if n > 1 else ''), (e, m), textcoords='offset points', xytext=(6, -10), fontsize=8)
+        if ref and ref.get(k) is not None and r0['split'] == 'default':
+            ax.plot([200], [ref[k]], '*', ms=12, color='C3', label='paper (200 epochs, its split)')
+            ax.annotate(f"{ref[k]:.2f}", (200, ref[k]), textcoords='offset points', xytext=(-30, 6), fontsize=8)
+        ax.set_xscale('log'); ax.set_xticks(eps + [200]); ax.set_xticklabels([str(e) for e in eps + [200]])
+        ax.minorticks_off(); ax.set_xlabel('epochs in the schedule'); ax.set_title(f'test {k} (%)', fontsize=9); ax.grid(alpha=.3)
+    axs[0].legend(fontsize=8, loc='lower right')
+    rest = run_protocol(r0['config'], schedule=False)
+    fig.suptitle(('SYNTHETIC ' if r0['synthetic'] else '') + f"Ms-Mamba-{r0['variant']} on {r0['dataset']}, {r0['split']} split: "
+                 f"schedule length{(' (' + rest + ')') if rest else ''}; data {r0['fidelity']}", fontsize=9)
+    return fig
+
+
 # %% ../nbs/11_figures.ipynb #c035
 def fig_confusion_roc(run:dict) -> Figure:
     "Confusion matrix (counts and row %) and ROC curve of one run's test predictions."
@@ -621,6 +660,8 @@ def make_all(results_dir:str|Path='paper_figures/data', # committed results (run
         else: say(f"skipped: {r['path']/'log.jsonl'} missing or empty (no curves for {r['name']})")
     for (ds, v, sp, _), grp in seed_groups(runs).items():
         _save(fig_seeds(grp), out_dir/f"seeds_{ds}-{v}-{sp}.png", written)
+    for (ds, v, sp, _), grp in schedule_groups(runs).items():
+        _save(fig_schedule(grp, paper), out_dir/f"schedule_{ds}-{v}-{sp}.png", written)
     cr = [r for r in runs + recs if r['variant'] == 't' and r['dataset'] == 'SARS' and (r['predictions'] or r['confusion'])]
     if not cr: say(f"skipped: no t run or eval record on SARS with predictions or a confusion matrix under {results_dir} (no confusion/ROC figure)")
     for r in cr: _save(fig_confusion_roc(r), out_dir/f"confusion_roc_{r['name']}.png", written)
