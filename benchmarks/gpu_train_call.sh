@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # One device call of a training too long for one call: starts the run, or resumes it when RUN_DIR holds its checkpoint, stops
 # at the time budget (an epoch boundary), and packs the run's records (not its checkpoints) into $OUT for the way back.
-# Make the calls back to back on one warm machine: the checkpoints stay on it (b's last checkpoint is ~90 MB and cannot
-# travel back), and the machine goes back 30 s after a call. Never run the training in the background: it is lost with
-# the machine if the session stops between calls. This is how Ms-Mamba-b was trained on 2026-12-03 (three calls).
+# Make the calls back to back on one warm machine: the checkpoints stay on it, and the machine goes back 30 s after a call.
+# This is how Ms-Mamba-b was trained on 2026-12-03 (three calls).
 # Usage (repo root, GPU machine): bash benchmarks/gpu_train_call.sh RUN_DIR PACK BUDGET_MIN [train options]
 #   e.g. bash benchmarks/gpu_train_call.sh runs/b-sars packs/sars_q85.pack 8.7 --variant b --epochs 13 --channels-last --compile --seed 0
 #   The same options may be given to every call: a resume keeps the run's saved options (only --device, --workers and
@@ -14,6 +13,13 @@
 #   outlives the call and compiles once; this and every later call (same arguments) waits at most N s for it, then packs
 #   the records so far. Exit code: 0 while it still runs ("still running" is printed), train's once it has ended. Keep
 #   the calls coming within the machine's 30 s idle limit. BUDGET_MIN then bounds the whole training (no 590 s cap).
+#   This is how the 39-epoch t run was trained on 2026-12-03 (three calls, one compilation).
+# Across sessions, MSMAMBA_STATE_OUT=1: once the training has stopped (budget or end), the whole run directory, checkpoints
+#   included, also goes into $OUT as <run>.state.NN chunks of MSMAMBA_STATE_CHUNK_KB KiB (default 16280, under the 16 MiB a
+#   file may come back with) and <run>.state.sha256. Keep them outside git, in RUN_DIR.state/ (e.g. runs/<run>.state/).
+#   A later session carries them back, over as many calls as the 64 MiB per call needs (files not named in a call's carry
+#   stay on the warm machine): a call that finds no checkpoint in RUN_DIR but RUN_DIR.state/<run>.state.sha256 checks the
+#   chunks; with one missing or corrupt it names it and exits 3 without training, else it restores the run and resumes it.
 set -u
 RUN=${1:?RUN_DIR}; PACK=${2:?PACK}; BUDGET=${3:?BUDGET_MIN}; shift 3
 RUN=${RUN%/}; mkdir -p "$(dirname "$RUN")"
@@ -21,6 +27,14 @@ RUN=${RUN%/}; mkdir -p "$(dirname "$RUN")"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 name=$(basename "$RUN"); k=$(( $(cat "$RUN.calls" 2>/dev/null || echo 0) + 1 )); echo "$k" > "$RUN.calls"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/${name}_$k.smi.txt" 2>&1
+state="$RUN.state"; chunk_kb=${MSMAMBA_STATE_CHUNK_KB:-16280}
+if [ ! -f "$RUN/checkpoint_last.pt" ] && [ -f "$state/$name.state.sha256" ]; then
+  if ! ( cd "$state" && sha256sum --quiet -c "$name.state.sha256" ); then
+    echo "== $state: a chunk listed in $name.state.sha256 is missing or corrupt (above); carry it and call again"; exit 3
+  fi
+  cat $(awk '{print "'"$state"'/" $2}' "$state/$name.state.sha256") | tar -C "$(dirname "$RUN")" -xf - || exit 3
+  rm -f "$RUN.pid" "$RUN.rc"; echo "== restored $RUN from $state"
+fi
 if [ -f "$RUN/checkpoint_last.pt" ]; then
   echo "== resuming $RUN"
   args=(--resume --run-dir "$RUN" --pack "$PACK" "$@")
@@ -29,6 +43,13 @@ else
   args=(--pack "$PACK" --run-dir "$RUN" "$@")
 fi
 pack_records() { tar -C "$(dirname "$RUN")" -czf "$OUT/${name}_$k.tgz" --exclude='*.pt' "$name"; }
+pack_state() {   # the whole run directory in chunks that can come back (at most 8 files from $OUT, 3 used by the records)
+  [ -n "${MSMAMBA_STATE_OUT:-}" ] || return 0
+  tar -C "$(dirname "$RUN")" -cf - "$name" | split -b "${chunk_kb}K" -d -a 2 - "$OUT/$name.state."
+  ( cd "$OUT" && sha256sum "$name".state.[0-9][0-9] > "$name.state.sha256" )
+  n=$(wc -l < "$OUT/$name.state.sha256"); echo "== state: $n chunk(s) of at most ${chunk_kb} KiB in \$OUT"
+  if [ "$n" -gt 4 ]; then echo "== state needs $n chunks, more than the 4 that can come back: raise MSMAMBA_STATE_CHUNK_KB (≤ 16383)"; return 4; fi
+}
 if [ -n "${MSMAMBA_BG_WAIT_S:-}" ]; then
   log="$RUN.bg.log"; pid=$(cat "$RUN.pid" 2>/dev/null)
   if [ -f "$RUN.rc" ]; then
@@ -45,7 +66,7 @@ if [ -n "${MSMAMBA_BG_WAIT_S:-}" ]; then
   cp "$log" "$OUT/${name}_$k.log" 2>/dev/null; pack_records
   tail -n 3 "$RUN/log.jsonl" 2>/dev/null | cut -c1-200
   if [ ! -f "$RUN.rc" ]; then echo "still running"; exit 0; fi
-  rc=$(cat "$RUN.rc"); echo "train exit code $rc"; tail -2 "$log"; exit "$rc"
+  rc=$(cat "$RUN.rc"); echo "train exit code $rc"; tail -2 "$log"; pack_state || exit $?; exit "$rc"
 fi
 limit=$(python3 -c "import math, sys; print(min(590, math.ceil(float(sys.argv[1]) * 60) + 90))" "$BUDGET") || exit 2
 timeout "$limit" python3 -m msmamba_nb.cli train "${args[@]}" --time-budget-min "$BUDGET" --no-progress \
@@ -54,4 +75,5 @@ rc=$?
 echo "train exit code $rc (limit ${limit} s)"
 pack_records
 tail -2 "$OUT/${name}_$k.log"; tail -n 3 "$RUN/log.jsonl" | cut -c1-200
+pack_state || exit $?
 exit $rc

@@ -459,7 +459,7 @@ def test_gpu_train_call_detached_cpu(tmp_path):
     import subprocess, sys, tarfile
     root = Path(__file__).parent.parent
     out, run = tmp_path/'out', tmp_path/'run'; out.mkdir()
-    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', MSMAMBA_BG_WAIT_S='1',
+    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', MSMAMBA_BG_WAIT_S='0',   # 0: return at once
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     cmd = ['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(run), 'sample', '5', '--variant', 'toy',
            '--epochs', '2', '--img-size', '32', '--seed', '0', '--device', 'cpu']
@@ -473,6 +473,31 @@ def test_gpu_train_call_detached_cpu(tmp_path):
     with tarfile.open(out/'run_2.tgz') as t: assert 'run/metrics.json' in t.getnames()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)   # ended: reported, not restarted
     assert p.returncode == 0 and 'has ended' in p.stdout and len((run/'log.jsonl').read_text().splitlines()) == 2, p.stdout
+
+def test_gpu_train_call_state_cpu(tmp_path):
+    "gpu_train_call.sh with MSMAMBA_STATE_OUT ships the whole run in chunks; a fresh machine restores it, refusing a missing chunk."
+    import subprocess, sys, shutil
+    root = Path(__file__).parent.parent
+    out, run = tmp_path/'out', tmp_path/'run'; out.mkdir()
+    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', MSMAMBA_STATE_OUT='1', MSMAMBA_STATE_CHUNK_KB='64',
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = ['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(run), 'sample', '0.0001', '--variant', 'toy',
+           '--epochs', '2', '--img-size', '32', '--seed', '0', '--device', 'cpu']
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)   # stops on the budget after epoch 1
+    assert p.returncode == 0 and 'chunk(s)' in p.stdout, p.stdout + p.stderr
+    chunks = sorted(out.glob('run.state.[0-9][0-9]'))
+    assert len(chunks) >= 2 and all(c.stat().st_size <= 64 * 1024 for c in chunks)
+    state = tmp_path/'run.state'; state.mkdir()                          # "the next session": only the chunks survive
+    for f in chunks[1:] + [out/'run.state.sha256']: shutil.copy(f, state)
+    shutil.rmtree(run)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert p.returncode == 3 and chunks[0].name in p.stdout + p.stderr and not run.exists(), p.stdout + p.stderr
+    shutil.copy(chunks[0], state)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert p.returncode == 0 and 'restored' in p.stdout and 'resuming' in p.stdout, p.stdout + p.stderr
+    m = json.loads((run/'metrics.json').read_text())
+    assert (m['status'], m['epochs_run']) == ('finished', 2) and 'OA' in m, m       # the last epoch ends the run: tested
+    assert len((run/'log.jsonl').read_text().splitlines()) == 2          # epoch 1 from the state, epoch 2 after the restore
 
 def test_grouped_conv_ab_script_cpu(tmp_path):
     "benchmarks/grouped_conv_ab.py (a GPU A/B) runs end to end on the CPU at a tiny size and says it is only a smoke test there."
