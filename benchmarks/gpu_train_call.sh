@@ -24,6 +24,8 @@ set -u
 RUN=${1:?RUN_DIR}; PACK=${2:?PACK}; BUDGET=${3:?BUDGET_MIN}; shift 3
 RUN=${RUN%/}; mkdir -p "$(dirname "$RUN")"
 : "${OUT:?OUT, the output folder of the device tool, is not set}"
+case "${MSMAMBA_BG_WAIT_S-}" in ''|*[!0-9]*) [ -z "${MSMAMBA_BG_WAIT_S-}" ] ||
+  { echo "MSMAMBA_BG_WAIT_S must be whole seconds, got '$MSMAMBA_BG_WAIT_S'"; exit 2; } ;; esac
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 name=$(basename "$RUN"); k=$(( $(cat "$RUN.calls" 2>/dev/null || echo 0) + 1 )); echo "$k" > "$RUN.calls"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/${name}_$k.smi.txt" 2>&1
@@ -36,11 +38,9 @@ if [ ! -f "$RUN/checkpoint_last.pt" ] && [ -f "$state/$name.state.sha256" ]; the
   rm -f "$RUN.pid" "$RUN.rc"; echo "== restored $RUN from $state"
 fi
 if [ -f "$RUN/checkpoint_last.pt" ]; then
-  echo "== resuming $RUN"
-  args=(--resume --run-dir "$RUN" --pack "$PACK" "$@")
+  how="== resuming $RUN"; args=(--resume --run-dir "$RUN" --pack "$PACK" "$@")
 else
-  echo "== new run $RUN"
-  args=(--pack "$PACK" --run-dir "$RUN" "$@")
+  how="== new run $RUN"; args=(--pack "$PACK" --run-dir "$RUN" "$@")
 fi
 pack_records() { tar -C "$(dirname "$RUN")" -czf "$OUT/${name}_$k.tgz" --exclude='*.pt' "$name"; }
 pack_state() {   # the whole run directory in chunks that can come back (at most 8 files from $OUT, 3 used by the records)
@@ -52,22 +52,26 @@ pack_state() {   # the whole run directory in chunks that can come back (at most
 }
 if [ -n "${MSMAMBA_BG_WAIT_S:-}" ]; then
   log="$RUN.bg.log"; pid=$(cat "$RUN.pid" 2>/dev/null)
+  alive() { [ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--run-dir $RUN "; }
   if [ -f "$RUN.rc" ]; then
-    echo "== the detached training has ended (remove $RUN.rc to start or resume it again)"
-  elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    echo "== the detached training has ended (remove $RUN.rc to start or resume it again, also after removing $RUN)"
+  elif alive; then
     echo "== waiting for the detached training (pid $pid)"
   else
-    setsid bash -c 'echo $$ > "$0.pid"; python3 -m msmamba_nb.cli train "$@" > "$0.bg.log" 2>&1; echo $? > "$0.rc"' \
-      "$RUN" "${args[@]}" --time-budget-min "$BUDGET" --no-progress < /dev/null &
-    echo "== detached training started"
+    echo "$how (detached)"
+    # the session's output goes to the log (appended), never to this call's pipes; the exit code is written atomically
+    setsid bash -c 'echo $$ > "$0.pid"; python3 -m msmamba_nb.cli train "$@"; echo $? > "$0.rc.tmp"; mv "$0.rc.tmp" "$0.rc"' \
+      "$RUN" "${args[@]}" --time-budget-min "$BUDGET" --no-progress < /dev/null >> "$log" 2>&1 &
+    echo $! > "$RUN.pid"; echo "== detached training started"   # written here too, so the next call cannot miss it
   fi
   end=$((SECONDS + MSMAMBA_BG_WAIT_S))
-  while [ ! -f "$RUN.rc" ] && [ $SECONDS -lt $end ]; do sleep 5; done
+  while [ ! -f "$RUN.rc" ] && [ $SECONDS -lt $end ]; do sleep 1; done
   cp "$log" "$OUT/${name}_$k.log" 2>/dev/null; pack_records
   tail -n 3 "$RUN/log.jsonl" 2>/dev/null | cut -c1-200
   if [ ! -f "$RUN.rc" ]; then echo "still running"; exit 0; fi
   rc=$(cat "$RUN.rc"); echo "train exit code $rc"; tail -2 "$log"; pack_state || exit $?; exit "$rc"
 fi
+echo "$how"
 limit=$(python3 -c "import math, sys; print(min(590, math.ceil(float(sys.argv[1]) * 60) + 90))" "$BUDGET") || exit 2
 timeout "$limit" python3 -m msmamba_nb.cli train "${args[@]}" --time-budget-min "$BUDGET" --no-progress \
   > "$OUT/${name}_$k.log" 2>&1

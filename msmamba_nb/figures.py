@@ -423,31 +423,54 @@ def schedule_groups(runs:list) -> dict:
     return {k: sorted(v, key=lambda r: (r['config']['epochs'], r['seed'] or 0)) for k, v in g.items()
             if len({r['config']['epochs'] for r in v}) > 1}
 
+def _option_notes(group:list) -> str:
+    "Options outside the protocol that differ within a group (crop rounding, compilation, memory layout, data), as one line."
+    from msmamba_nb.train import LEGACY_DEFAULTS
+    def val(r, k): return r['fidelity'] if k == 'data' else r['config'].get(k, LEGACY_DEFAULTS.get(k, False))
+    bits = []
+    for k in ('round_crops', 'compile', 'channels_last', 'data'):
+        by = {}
+        for r in group: by.setdefault(str(val(r, k)), []).append(str(r['config'].get('epochs')))
+        if len(by) > 1: bits.append(f"{k}: " + ', '.join(f"{v} ({'/'.join(sorted(set(e), key=int))} ep.)" for v, e in by.items()))
+    return ('differs within the group: ' + '; '.join(bits)) if bits else ''
+
 def fig_schedule(group:list,            # runs of one schedule group (from schedule_groups)
                  paper:dict|None=None,  # paper_results(), for the paper's value at 200 epochs; None: no star
                 ) -> Figure:
     "Test OA and AUC against the schedule length (runs as dots, the mean per length as a line, the paper's 200-epoch value as a star)."
-    fig = Figure(figsize=(9, 3.2), layout='constrained')
+    fig = Figure(figsize=(9, 3.4), layout='constrained')
     axs = fig.subplots(1, 2)
     r0 = group[0]
-    ref = paper_row(paper, r0['variant'])['results'].get(r0['dataset']) if paper and r0['variant'] in VARIANTS else None
+    rest = run_protocol(r0['config'], schedule=False)
+    ref = (paper_row(paper, r0['variant'])['results'].get(r0['dataset'])
+           if paper and r0['variant'] in VARIANTS and r0['split'] == 'default' and not rest else None)   # same protocol but the length
     eps = sorted({r['config']['epochs'] for r in group})
     for ax, k in zip(axs, ('OA', 'AUC')):
-        ax.plot([r['config']['epochs'] for r in group], [r[k] for r in group], 'o', color='C0', alpha=.6, label='our runs (seeds)')
-        ms = [mean_std([r[k] for r in group if r['config']['epochs'] == e]) for e in eps]
-        ax.plot(eps, [m for m, _, _ in ms], '-', color='C0', label='our mean per length')
-        for e, (m, _, n) in zip(eps, ms):
+        pts = [(r['config']['epochs'], r[k]) for r in group if r[k] is not None]
+        ax.plot([e for e, _ in pts], [v for _, v in pts], 'o', color='C0', alpha=.6, label='our runs (seeds)')
+        ms = [(e, *mean_std([v for e2, v in pts if e2 == e])) for e in eps]
+        ms = [(e, m, n) for e, m, _, n in ms if m is not None]
+        ax.plot([e for e, _, _ in ms], [m for _, m, _ in ms], '-', color='C0', label='our mean per length')
+        for e, m, n in ms:
             ax.annotate(f"{m:.2f}" + (f" (n={n})" if n > 1 else ''), (e, m), textcoords='offset points', xytext=(6, -10), fontsize=8)
-        if ref and ref.get(k) is not None and r0['split'] == 'default':
+        ticks = eps
+        if ref and ref.get(k) is not None:
             ax.plot([200], [ref[k]], '*', ms=12, color='C3', label='paper (200 epochs, its split)')
-            ax.annotate(f"{ref[k]:.2f}", (200, ref[k]), textcoords='offset points', xytext=(-30, 6), fontsize=8)
-        ax.set_xscale('log'); ax.set_xticks(eps + [200]); ax.set_xticklabels([str(e) for e in eps + [200]])
+            ax.annotate(f"{ref[k]:.2f}", (200, ref[k]), textcoords='offset points', xytext=(-34, -4), fontsize=8)
+            ticks = sorted(set(eps) | {200})
+        lo, hi = ax.get_ylim(); ax.set_ylim(lo, hi + 0.08 * (hi - lo))
+        ax.set_xscale('log'); ax.set_xticks(ticks); ax.set_xticklabels([str(e) for e in ticks])
         ax.minorticks_off(); ax.set_xlabel('epochs in the schedule'); ax.set_title(f'test {k} (%)', fontsize=9); ax.grid(alpha=.3)
     axs[0].legend(fontsize=8, loc='lower right')
-    rest = run_protocol(r0['config'], schedule=False)
+    note = _option_notes(group)
     fig.suptitle(('SYNTHETIC ' if r0['synthetic'] else '') + f"Ms-Mamba-{r0['variant']} on {r0['dataset']}, {r0['split']} split: "
-                 f"schedule length{(' (' + rest + ')') if rest else ''}; data {r0['fidelity']}", fontsize=9)
+                 f"schedule length{(' (' + rest + ')') if rest else ''}; data {r0['fidelity']}"
+                 + (f"\n{note}" if note else ''), fontsize=9)
     return fig
+
+def _slug(protocol:str) -> str:
+    "A file-name form of a protocol string ('' stays '')."
+    return re.sub(r'[^A-Za-z0-9]+', '-', protocol).strip('-').lower()
 
 
 # %% ../nbs/11_figures.ipynb #c035
@@ -660,8 +683,8 @@ def make_all(results_dir:str|Path='paper_figures/data', # committed results (run
         else: say(f"skipped: {r['path']/'log.jsonl'} missing or empty (no curves for {r['name']})")
     for (ds, v, sp, _), grp in seed_groups(runs).items():
         _save(fig_seeds(grp), out_dir/f"seeds_{ds}-{v}-{sp}.png", written)
-    for (ds, v, sp, _), grp in schedule_groups(runs).items():
-        _save(fig_schedule(grp, paper), out_dir/f"schedule_{ds}-{v}-{sp}.png", written)
+    for (ds, v, sp, rest), grp in schedule_groups(runs).items():   # the rest of the protocol in the name, so groups never collide
+        _save(fig_schedule(grp, paper), out_dir/f"schedule_{ds}-{v}-{sp}{'-' + _slug(rest) if rest else ''}.png", written)
     cr = [r for r in runs + recs if r['variant'] == 't' and r['dataset'] == 'SARS' and (r['predictions'] or r['confusion'])]
     if not cr: say(f"skipped: no t run or eval record on SARS with predictions or a confusion matrix under {results_dir} (no confusion/ROC figure)")
     for r in cr: _save(fig_confusion_roc(r), out_dir/f"confusion_roc_{r['name']}.png", written)

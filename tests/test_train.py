@@ -456,23 +456,48 @@ def test_gpu_train_call_script_cpu(tmp_path):
 
 def test_gpu_train_call_detached_cpu(tmp_path):
     "gpu_train_call.sh with MSMAMBA_BG_WAIT_S runs the training in its own session, waits for it, and never starts it twice."
-    import subprocess, sys, tarfile
+    import subprocess, sys, tarfile, signal, time
     root = Path(__file__).parent.parent
-    out, run = tmp_path/'out', tmp_path/'run'; out.mkdir()
-    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', MSMAMBA_BG_WAIT_S='0',   # 0: return at once
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = ['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(run), 'sample', '5', '--variant', 'toy',
-           '--epochs', '2', '--img-size', '32', '--seed', '0', '--device', 'cpu']
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
-    assert p.returncode == 0 and 'detached training started' in p.stdout and 'still running' in p.stdout, p.stdout + p.stderr
-    env['MSMAMBA_BG_WAIT_S'] = '280'                     # the next call waits for its end (or finds it ended)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
-    assert p.returncode == 0 and 'train exit code 0' in p.stdout and 'started' not in p.stdout, p.stdout
-    m = json.loads((run/'metrics.json').read_text())
-    assert (m['status'], m['epochs_run']) == ('finished', 2)
-    with tarfile.open(out/'run_2.tgz') as t: assert 'run/metrics.json' in t.getnames()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)   # ended: reported, not restarted
-    assert p.returncode == 0 and 'has ended' in p.stdout and len((run/'log.jsonl').read_text().splitlines()) == 2, p.stdout
+    out = tmp_path/'out'; out.mkdir()
+    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    def call(run, wait, pack='sample'):
+        cmd = ['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(run), pack, '5', '--variant', 'toy',
+               '--epochs', '2', '--img-size', '32', '--seed', '0', '--device', 'cpu']
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(env, MSMAMBA_BG_WAIT_S=str(wait)), cwd=root)
+    runs = [tmp_path/n for n in ('run', 'killed', 'bad')]
+    try:
+        run = runs[0]
+        p = call(run, 0)                                  # 0: return at once, the training runs on
+        assert p.returncode == 0 and 'detached training started' in p.stdout and 'still running' in p.stdout, p.stdout + p.stderr
+        p = call(run, 280)                                # the next call finds it running and waits for its end
+        pid = (tmp_path/'run.pid').read_text().strip()
+        assert p.returncode == 0 and f'waiting for the detached training (pid {pid})' in p.stdout, p.stdout
+        assert 'train exit code 0' in p.stdout and 'started' not in p.stdout
+        m = json.loads((run/'metrics.json').read_text())
+        assert (m['status'], m['epochs_run']) == ('finished', 2)
+        with tarfile.open(out/'run_2.tgz') as t: assert 'run/metrics.json' in t.getnames()
+        p = call(run, 280)                                # ended: reported, not restarted
+        assert p.returncode == 0 and 'has ended' in p.stdout and len((run/'log.jsonl').read_text().splitlines()) == 2, p.stdout
+        run = runs[1]                                     # a training killed (as by the OOM killer): its code is kept, no restart
+        p = call(run, 0); assert 'started' in p.stdout, p.stdout
+        for _ in range(200):
+            kids = subprocess.run(['pgrep', '-P', (tmp_path/'killed.pid').read_text().strip()], capture_output=True, text=True).stdout.split()
+            if kids: break
+            time.sleep(0.05)
+        os.kill(int(kids[0]), signal.SIGKILL)
+        p = call(run, 60); assert p.returncode == 137 and 'train exit code 137' in p.stdout, p.stdout
+        p = call(run, 60); assert p.returncode == 137 and 'has ended' in p.stdout and 'started' not in p.stdout, p.stdout
+        p = call(runs[2], 60, pack=str(tmp_path/'no.pack'))   # a bad pack: train's exit code and its error in the log
+        assert p.returncode == 2 and 'no.pack' in (out/'bad_1.log').read_text(), p.stdout
+        p = subprocess.run(['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(tmp_path/'x'), 'sample', '1'],
+                           capture_output=True, text=True, timeout=60, env=dict(env, MSMAMBA_BG_WAIT_S='abc'), cwd=root)
+        assert p.returncode == 2 and "got 'abc'" in p.stdout and not (tmp_path/'x.pid').exists()
+    finally:                                              # never leave a detached training behind
+        for r in runs:
+            pf = r.with_name(r.name + '.pid')
+            if pf.exists():
+                try: os.killpg(int(pf.read_text()), signal.SIGKILL)
+                except (ProcessLookupError, ValueError, PermissionError): pass
 
 def test_gpu_train_call_state_cpu(tmp_path):
     "gpu_train_call.sh with MSMAMBA_STATE_OUT ships the whole run in chunks; a fresh machine restores it, refusing a missing chunk."
