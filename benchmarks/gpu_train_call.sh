@@ -60,9 +60,10 @@ if [ -n "${MSMAMBA_BG_WAIT_S:-}" ]; then
   else
     echo "$how (detached)"
     # the session's output goes to the log (appended), never to this call's pipes; the exit code is written atomically
-    setsid bash -c 'echo $$ > "$0.pid"; python3 -m msmamba_nb.cli train "$@"; echo $? > "$0.rc.tmp"; mv "$0.rc.tmp" "$0.rc"' \
+    # (setsid execs in place here, so $! is the detached bash itself; written before this call ends, so no call misses it)
+    setsid bash -c 'python3 -m msmamba_nb.cli train "$@"; echo $? > "$0.rc.tmp"; mv "$0.rc.tmp" "$0.rc"' \
       "$RUN" "${args[@]}" --time-budget-min "$BUDGET" --no-progress < /dev/null >> "$log" 2>&1 &
-    echo $! > "$RUN.pid"; echo "== detached training started"   # written here too, so the next call cannot miss it
+    echo $! > "$RUN.pid"; echo "== detached training started"
   fi
   end=$((SECONDS + MSMAMBA_BG_WAIT_S))
   while [ ! -f "$RUN.rc" ] && [ $SECONDS -lt $end ]; do sleep 1; done
