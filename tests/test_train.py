@@ -435,35 +435,35 @@ def test_profile_train_step_script_cpu(tmp_path):
     head, *rows = out.read_text().splitlines()
     assert head.startswith('t, batch 2, 32², fp32') and 'ms/step' in head and any('aten::' in r for r in rows)
 
+def _train_call(run, out, budget, pack='sample', timeout=300, script_args=None, **env):
+    "Run benchmarks/gpu_train_call.sh on the CPU (a 2-epoch toy run of `run`, records into `out`); extra env vars as keywords."
+    import subprocess, sys
+    root = Path(__file__).parent.parent
+    args = script_args or [str(run), pack, str(budget), '--variant', 'toy', '--epochs', '2', '--img-size', '32', '--seed', '0',
+                           '--device', 'cpu']
+    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env)
+    return subprocess.run(['bash', str(root/'benchmarks'/'gpu_train_call.sh'), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=root)
+
 def test_gpu_train_call_script_cpu(tmp_path):
     "benchmarks/gpu_train_call.sh (a device-call wrapper) starts a run, stops it at its budget, resumes it and packs its records."
-    import subprocess, sys, tarfile
-    root = Path(__file__).parent.parent
+    import tarfile
     out, run = tmp_path/'out', tmp_path/'run'; out.mkdir()
-    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = ['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(run), 'sample', '0.0001', '--variant', 'toy',
-           '--epochs', '2', '--img-size', '32', '--seed', '0', '--device', 'cpu']
     for k, status in ((1, 'time_budget'), (2, 'finished')):   # the budget stops each call after one epoch
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
+        p = _train_call(run, out, 0.0001)
         assert p.returncode == 0 and ('resuming' if k == 2 else 'new run') in p.stdout, p.stdout + p.stderr
         with tarfile.open(out/f'run_{k}.tgz') as t: names = t.getnames()
         assert 'run/metrics.json' in names and not any(n.endswith('.pt') for n in names)
         m = json.loads((run/'metrics.json').read_text())
         assert (m['status'], m['epochs_run']) == (status, k)
-    bad = subprocess.run(['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(tmp_path/'bad'), str(tmp_path/'no.pack'), '1'],
-                         capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    bad = _train_call(None, out, 1, script_args=[str(tmp_path/'bad'), str(tmp_path/'no.pack'), '1'])
     assert bad.returncode == 2 and 'no.pack' in (out/'bad_1.log').read_text()   # train's exit code, its error in the log
 
 def test_gpu_train_call_detached_cpu(tmp_path):
     "gpu_train_call.sh with MSMAMBA_BG_WAIT_S runs the training in its own session, waits for it, and never starts it twice."
-    import subprocess, sys, tarfile, signal, time
-    root = Path(__file__).parent.parent
+    import subprocess, tarfile, signal, time
     out = tmp_path/'out'; out.mkdir()
-    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    def call(run, wait, pack='sample'):
-        cmd = ['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(run), pack, '5', '--variant', 'toy',
-               '--epochs', '2', '--img-size', '32', '--seed', '0', '--device', 'cpu']
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(env, MSMAMBA_BG_WAIT_S=str(wait)), cwd=root)
+    def call(run, wait, pack='sample'): return _train_call(run, out, 5, pack, MSMAMBA_BG_WAIT_S=str(wait))
     runs = [tmp_path/n for n in ('run', 'killed', 'bad')]
     try:
         run = runs[0]
@@ -489,8 +489,7 @@ def test_gpu_train_call_detached_cpu(tmp_path):
         p = call(run, 60); assert p.returncode == 137 and 'has ended' in p.stdout and 'started' not in p.stdout, p.stdout
         p = call(runs[2], 60, pack=str(tmp_path/'no.pack'))   # a bad pack: train's exit code and its error in the log
         assert p.returncode == 2 and 'no.pack' in (out/'bad_1.log').read_text(), p.stdout
-        p = subprocess.run(['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(tmp_path/'x'), 'sample', '1'],
-                           capture_output=True, text=True, timeout=60, env=dict(env, MSMAMBA_BG_WAIT_S='abc'), cwd=root)
+        p = _train_call(None, out, 1, timeout=60, script_args=[str(tmp_path/'x'), 'sample', '1'], MSMAMBA_BG_WAIT_S='abc')
         assert p.returncode == 2 and "got 'abc'" in p.stdout and not (tmp_path/'x.pid').exists()
     finally:                                              # never leave a detached training behind
         for r in runs:
@@ -501,24 +500,20 @@ def test_gpu_train_call_detached_cpu(tmp_path):
 
 def test_gpu_train_call_state_cpu(tmp_path):
     "gpu_train_call.sh with MSMAMBA_STATE_OUT ships the whole run in chunks; a fresh machine restores it, refusing a missing chunk."
-    import subprocess, sys, shutil
-    root = Path(__file__).parent.parent
+    import shutil
     out, run = tmp_path/'out', tmp_path/'run'; out.mkdir()
-    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', MSMAMBA_STATE_OUT='1', MSMAMBA_STATE_CHUNK_KB='64',
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = ['bash', str(root/'benchmarks'/'gpu_train_call.sh'), str(run), 'sample', '0.0001', '--variant', 'toy',
-           '--epochs', '2', '--img-size', '32', '--seed', '0', '--device', 'cpu']
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)   # stops on the budget after epoch 1
+    def call(): return _train_call(run, out, 0.0001, MSMAMBA_STATE_OUT='1', MSMAMBA_STATE_CHUNK_KB='64')
+    p = call()                                                          # stops on the budget after epoch 1
     assert p.returncode == 0 and 'chunk(s)' in p.stdout, p.stdout + p.stderr
     chunks = sorted(out.glob('run.state.[0-9][0-9]'))
     assert len(chunks) >= 2 and all(c.stat().st_size <= 64 * 1024 for c in chunks)
     state = tmp_path/'run.state'; state.mkdir()                          # "the next session": only the chunks survive
     for f in chunks[1:] + [out/'run.state.sha256']: shutil.copy(f, state)
     shutil.rmtree(run)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    p = call()
     assert p.returncode == 3 and chunks[0].name in p.stdout + p.stderr and not run.exists(), p.stdout + p.stderr
     shutil.copy(chunks[0], state)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    p = call()
     assert p.returncode == 0 and 'restored' in p.stdout and 'resuming' in p.stdout, p.stdout + p.stderr
     m = json.loads((run/'metrics.json').read_text())
     assert (m['status'], m['epochs_run']) == ('finished', 2) and 'OA' in m, m       # the last epoch ends the run: tested
