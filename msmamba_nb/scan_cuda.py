@@ -1533,10 +1533,33 @@ def selective_scan_cuda(u:torch.Tensor,               # input (Bt, D_, L), fp32/
 # %% ../nbs/02_scan_cuda.ipynb #c048
 _SIM_SHUFFLES = False
 
+def _install_sim_shared():
+    "Make the simulator's `cuda.shared.array` thread-safe (numba-cuda 0.30.4 looks up, then creates, without a lock)."
+    # Without the lock two threads of a block that reach the line together each create their own "shared" array:
+    # each then sees only its own writes and np.empty garbage elsewhere (an intermittent 1e25 error in CI).
+    import threading
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+    from numba.core import types as nbt
+    S = kernelapi.FakeCUDAShared
+    if getattr(S, "_locked", False): return
+    orig, lock = S.array, threading.Lock()
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None: return orig(self, shape, dtype, alignment)   # dynamic smem / refused
+        f = sys._getframe(1)
+        caller = (f.f_code.co_filename, f.f_lineno)     # the simulator's key: one array per source line
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                res = self._allocations[caller] = np.empty(shape, numpy_support.as_dtype(dtype) if isinstance(dtype, nbt.Type) else dtype)
+        return res
+    S.array, S._locked = array, True
+
 def _install_sim_shuffles():
     "Teach the CUDA simulator warp shuffles and `syncwarp`: the 32 threads of a warp meet at a barrier and swap values."
     global _SIM_SHUFFLES
     import threading
+    _install_sim_shared()
     sys.setswitchinterval(1e-4)   # 32 Python threads pass barriers in turn: a short GIL switch interval makes it ~10× faster
     from numba.cuda.simulator import kernelapi
     lock, bars, slots = threading.Lock(), {}, {}
@@ -1570,6 +1593,7 @@ def sim_check(cases:list|None=None,  # [(Bt, D_, L, N, G, opts)]; opts: subset o
     assert _simulator(), "needs NUMBA_ENABLE_CUDASIM=1 (set before numba is imported)"
     cases = cases or [(2, 4, 37, 4, 2, ()), (1, 2, 1, 1, 1, ()), (2, 4, 20, 3, 4, ("z", "nobias")),
                       (1, 4, 9, 2, 2, ("noD", "nosp", "B3"))]
+    _install_sim_shared()
     if impl in ("warp", "seq", "blk"): _install_sim_shuffles()
     old = CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS, BWD_VARIANT
     CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS = tile, max(1, tile // WARP), max(4, tile // 4 * 4), max(4, tile // 4 * 4), rows

@@ -46,6 +46,33 @@ def test_floor_bytes_match_scan_notes():
     fb, bb = sc.scan_floor_bytes(232, 96, 3136, 16, 4)
     assert abs(fb / 3.0e12 * 1e3 - 0.404) < 0.002 and abs(bb / 3.0e12 * 1e3 - 0.714) < 0.002   # scan_notes §6.2
 
+def test_sim_shared_array_race():
+    "The simulator's cuda.shared.array, as shipped, can give threads of one block different arrays; with our lock it cannot."
+    code = """import json, time, numpy as np
+from numba import cuda, float32
+from numba.cuda.simulator import kernelapi
+import msmamba_nb.scan_cuda as m
+class SlowNp:                      # a slow np.empty widens the simulator's look-up-then-create window
+    def __getattr__(self, k): return getattr(np, k)
+    def empty(self, *a, **k): time.sleep(0.05); return np.empty(*a, **k)
+kernelapi.np = SlowNp()
+@cuda.jit
+def k(out):
+    s = cuda.shared.array(64, float32)
+    t = cuda.threadIdx.x
+    s[t] = t
+    cuda.syncthreads()
+    out[t] = s[(t + 1) % 64]
+def wrong():
+    o = np.full(64, -1, np.float32); k[1, 64](o)
+    return int((o != (np.arange(64) + 1) % 64).sum())
+before = wrong()
+m._install_sim_shared()
+print('JSON' + json.dumps([before, wrong(), wrong()]))"""
+    before, *after = _sim(code, timeout=120)
+    assert before > 0, "the slowed simulator no longer splits shared arrays: numba-cuda may have fixed the race"
+    assert after == [0, 0], after      # one array per block with the lock
+
 def test_sim_twins_vs_reference():
     res = _sim("import json; from msmamba_nb.scan_cuda import sim_check; print('JSON' + json.dumps(sim_check()))")
     assert len(res) == 4
