@@ -20,6 +20,9 @@
 #   A later session carries them back, over as many calls as the 64 MiB per call needs (files not named in a call's carry
 #   stay on the warm machine): a call that finds no checkpoint in RUN_DIR but RUN_DIR.state/<run>.state.sha256 checks the
 #   chunks; with one missing or corrupt it names it and exits 3 without training, else it restores the run and resumes it.
+#   In detached mode a call that ends with the training still running also ships a snapshot (after the next complete
+#   epoch, waiting at most MSMAMBA_SNAPSHOT_WAIT_S s, default 60): a machine lost between calls then costs one call, not
+#   the run (on 2026-12-03 a 12-epoch start was lost that way). Keep BG_WAIT_S + SNAPSHOT_WAIT_S under the call's limit.
 set -u
 RUN=${1:?RUN_DIR}; PACK=${2:?PACK}; BUDGET=${3:?BUDGET_MIN}; shift 3
 RUN=${RUN%/}; mkdir -p "$(dirname "$RUN")"
@@ -45,7 +48,7 @@ fi
 pack_records() { tar -C "$(dirname "$RUN")" -czf "$OUT/${name}_$k.tgz" --exclude='*.pt' "$name"; }
 pack_state() {   # the whole run directory in chunks that can come back (at most 8 files from $OUT, 3 used by the records)
   [ -n "${MSMAMBA_STATE_OUT:-}" ] || return 0
-  tar -C "$(dirname "$RUN")" -cf - "$name" | split -b "${chunk_kb}K" -d -a 2 - "$OUT/$name.state."
+  tar -C "$(dirname "$RUN")" --exclude='*.tmp' -cf - "$name" | split -b "${chunk_kb}K" -d -a 2 - "$OUT/$name.state."
   ( cd "$OUT" && sha256sum "$name".state.[0-9][0-9] > "$name.state.sha256" )
   n=$(wc -l < "$OUT/$name.state.sha256"); echo "== state: $n chunk(s) of at most ${chunk_kb} KiB in \$OUT"
   if [ "$n" -gt 4 ]; then echo "== state needs $n chunks, more than the 4 that can come back: raise MSMAMBA_STATE_CHUNK_KB (≤ 16383)"; return 4; fi
@@ -69,7 +72,18 @@ if [ -n "${MSMAMBA_BG_WAIT_S:-}" ]; then
   while [ ! -f "$RUN.rc" ] && [ $SECONDS -lt $end ]; do sleep 1; done
   cp "$log" "$OUT/${name}_$k.log" 2>/dev/null; pack_records
   tail -n 3 "$RUN/log.jsonl" 2>/dev/null | cut -c1-200
-  if [ ! -f "$RUN.rc" ]; then echo "still running"; exit 0; fi
+  if [ ! -f "$RUN.rc" ]; then
+    echo "still running"
+    [ -n "${MSMAMBA_STATE_OUT:-}" ] || exit 0
+    # a snapshot, so that losing the machine costs at most one call: wait (at most MSMAMBA_SNAPSHOT_WAIT_S s) until the
+    # epoch's checkpoints are all written (checkpoint_last.pt is saved after log.jsonl, and the best checkpoint before it)
+    end=$((SECONDS + ${MSMAMBA_SNAPSHOT_WAIT_S:-60}))
+    until [ "$RUN/checkpoint_last.pt" -nt "$RUN/log.jsonl" ] || [ -f "$RUN.rc" ] || [ $SECONDS -ge $end ]; do sleep 0.2; done
+    if [ -f "$RUN/checkpoint_last.pt" ] && [ "$RUN/checkpoint_last.pt" -nt "$RUN/log.jsonl" ]; then
+      echo "== snapshot of the running training after epoch $(wc -l < "$RUN/log.jsonl")"; pack_state || exit $?
+    else echo "== no snapshot: no epoch's checkpoint is complete yet"; fi
+    exit 0
+  fi
   rc=$(cat "$RUN.rc"); echo "train exit code $rc"; tail -2 "$log"; pack_state || exit $?; exit "$rc"
 fi
 echo "$how"

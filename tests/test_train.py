@@ -519,6 +519,33 @@ def test_gpu_train_call_state_cpu(tmp_path):
     assert (m['status'], m['epochs_run']) == ('finished', 2) and 'OA' in m, m       # the last epoch ends the run: tested
     assert len((run/'log.jsonl').read_text().splitlines()) == 2          # epoch 1 from the state, epoch 2 after the restore
 
+def test_gpu_train_call_snapshot_cpu(tmp_path):
+    "A detached call that ends with the training running ships a snapshot; a fresh machine given it resumes from there."
+    import shutil, signal, tarfile
+    out, run, state = tmp_path/'out', tmp_path/'run', tmp_path/'run.state'; out.mkdir()
+    args = [str(run), 'sample', '5', '--variant', 'toy', '--epochs', '6', '--img-size', '32', '--seed', '0', '--device', 'cpu']
+    def call(wait): return _train_call(None, out, 5, script_args=args, MSMAMBA_BG_WAIT_S=str(wait), MSMAMBA_STATE_OUT='1',
+                                       MSMAMBA_STATE_CHUNK_KB='64')
+    pid = tmp_path/'run.pid'
+    try:
+        p = call(0)
+        assert p.returncode == 0 and 'still running' in p.stdout and 'snapshot of the running training after epoch' in p.stdout, p.stdout
+        done = int(p.stdout.split('after epoch ')[1].split()[0])
+        chunks = sorted(out.glob('run.state.[0-9][0-9]'))
+        state.mkdir(); [shutil.copy(f, state) for f in chunks + [out/'run.state.sha256']]
+        with tarfile.open(fileobj=__import__('io').BytesIO(b''.join(f.read_bytes() for f in chunks))) as t: names = t.getnames()
+        assert 'run/checkpoint_last.pt' in names and not any(n.endswith('.tmp') for n in names), names
+    finally:
+        os.killpg(int(pid.read_text()), signal.SIGKILL)                  # the machine is lost: only the snapshot survives
+    assert 1 <= done < 6
+    shutil.rmtree(run); pid.unlink(); (tmp_path/'run.calls').unlink()
+    p = call(280)
+    assert p.returncode == 0 and 'restored' in p.stdout and 'resuming' in p.stdout and 'train exit code 0' in p.stdout, p.stdout
+    m = json.loads((run/'metrics.json').read_text())
+    assert (m['status'], m['epochs_run']) == ('finished', 6) and 'OA' in m, m
+    epochs = [json.loads(l)['epoch'] for l in (run/'log.jsonl').read_text().splitlines()]
+    assert epochs == list(range(1, 7)), epochs      # the snapshot's epochs (consistent with its checkpoint), then the rest
+
 def test_grouped_conv_ab_script_cpu(tmp_path):
     "benchmarks/grouped_conv_ab.py (a GPU A/B) runs end to end on the CPU at a tiny size and says it is only a smoke test there."
     import subprocess, sys
