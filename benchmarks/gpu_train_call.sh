@@ -23,6 +23,8 @@
 #   In detached mode a call that ends with the training still running also ships a snapshot (after the next complete
 #   epoch, waiting at most MSMAMBA_SNAPSHOT_WAIT_S s, default 60): a machine lost between calls then costs one call, not
 #   the run (on 2026-12-03 a 12-epoch start was lost that way). Keep BG_WAIT_S + SNAPSHOT_WAIT_S under the call's limit.
+# MSMAMBA_EXPECT=resume: refuse (exit 3) to start a new run when RUN_DIR holds no checkpoint and RUN_DIR.state/ no state,
+#   so that a call made before the state was carried to a fresh machine cannot start the run again from epoch 1.
 set -u
 RUN=${1:?RUN_DIR}; PACK=${2:?PACK}; BUDGET=${3:?BUDGET_MIN}; shift 3
 RUN=${RUN%/}; mkdir -p "$(dirname "$RUN")"
@@ -42,6 +44,8 @@ if [ ! -f "$RUN/checkpoint_last.pt" ] && [ -f "$state/$name.state.sha256" ]; the
 fi
 if [ -f "$RUN/checkpoint_last.pt" ]; then
   how="== resuming $RUN"; args=(--resume --run-dir "$RUN" --pack "$PACK" "$@")
+elif [ "${MSMAMBA_EXPECT:-}" = resume ]; then   # a state not carried (yet) must not turn into a fresh run
+  echo "== $RUN has no checkpoint and $state/ no state (MSMAMBA_EXPECT=resume): carry its chunks, nothing started"; exit 3
 else
   how="== new run $RUN"; args=(--pack "$PACK" --run-dir "$RUN" "$@")
 fi

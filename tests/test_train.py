@@ -546,6 +546,51 @@ def test_gpu_train_call_snapshot_cpu(tmp_path):
     epochs = [json.loads(l)['epoch'] for l in (run/'log.jsonl').read_text().splitlines()]
     assert epochs == list(range(1, 7)), epochs      # the snapshot's epochs (consistent with its checkpoint), then the rest
 
+def test_gpu_train_many_cpu(tmp_path):
+    "gpu_train_many.sh runs two trainings in one call, returns all records in one archive and one run's state per call, in turn."
+    import subprocess, sys, tarfile, signal
+    root, out = Path(__file__).parent.parent, tmp_path/'out'; out.mkdir()
+    runs = [tmp_path/'a', tmp_path/'b']
+    specs = [f'{runs[0]}@0 --variant toy --epochs 2 --img-size 32 --seed 0 --device cpu',
+             f'{runs[1]} --variant toy --epochs 2 --img-size 32 --seed 1 --device cpu']
+    def call(*specs, **env):
+        for f in out.iterdir(): f.unlink()                                   # each call's $OUT starts empty
+        e = dict(os.environ, OUT=str(out), OMP_NUM_THREADS='1', MSMAMBA_MANY_CALLS=str(tmp_path/'many.calls'),
+                 PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **env)
+        return subprocess.run(['bash', str(root/'benchmarks'/'gpu_train_many.sh'), 'sample', '5', *specs], capture_output=True,
+                              text=True, timeout=400, env=e, cwd=root)
+    def members(k):
+        with tarfile.open(out/f'many_{k}.tgz') as t: return t.getnames()
+    try:
+        p = call(*specs, MSMAMBA_BG_WAIT_S='280', MSMAMBA_STATE_RUN='auto')   # call 1: both train to the end; a's state back
+        assert p.returncode == 0 and p.stdout.count('train exit code 0') == 2, p.stdout + p.stderr
+        assert '==== a (GPU 0): call exit code 0' in p.stdout and '==== b (GPU default)' in p.stdout and 'state of a' in p.stdout
+        for r in runs:
+            m = json.loads((r/'metrics.json').read_text()); assert (m['status'], m['epochs_run']) == ('finished', 2) and 'OA' in m
+        assert {'./a/a_1.tgz', './a/a_1.log', './b/b_1.tgz', './b/call.out', './b/call.rc'} <= set(members(1))
+        assert sorted(f.name for f in out.iterdir() if 'state' in f.name)[-1] == 'a.state.sha256' and not list(out.glob('b.state*'))
+        assert subprocess.run(['sha256sum', '--quiet', '-c', 'a.state.sha256'], cwd=out).returncode == 0
+        p = call(*specs, MSMAMBA_BG_WAIT_S='60', MSMAMBA_STATE_RUN='auto')    # call 2: both have ended; b's state back, no retraining
+        assert p.returncode == 0 and p.stdout.count('has ended') == 2 and 'state of b' in p.stdout, p.stdout
+        assert list(out.glob('b.state.sha256')) and not list(out.glob('a.state*')) and './a/a_2.tgz' in members(2)
+        assert all(len((r/'log.jsonl').read_text().splitlines()) == 2 for r in runs)
+        for bad, msg in (((specs[0], specs[0]), "two specs name the run 'a'"), ((f'{runs[0]}@x1',), "GPU 'x1'"), ((), 'at least one')):
+            p = call(*bad, MSMAMBA_BG_WAIT_S='1'); assert p.returncode == 2 and msg in p.stdout, p.stdout
+        p = call(*specs, MSMAMBA_BG_WAIT_S='1', MSMAMBA_STATE_RUN='c'); assert p.returncode == 2 and "'c' is none of the runs" in p.stdout
+        p = call(*specs); assert p.returncode == 2 and 'MSMAMBA_BG_WAIT_S' in p.stdout
+        p = call(*specs, MSMAMBA_BG_WAIT_S='1', MSMAMBA_RESUME_ONLY='a c'); assert p.returncode == 2 and "names 'c'" in p.stdout
+        assert (tmp_path/'many.calls').read_text().strip() == '2'          # refused calls are not counted
+        new = f'{tmp_path/"c"} --variant toy --epochs 2 --img-size 32 --device cpu'   # a run whose state was not carried (yet)
+        p = call(*specs, new, MSMAMBA_BG_WAIT_S='5', MSMAMBA_RESUME_ONLY='all')
+        assert p.returncode == 3 and '==== c (GPU default): call exit code 3' in p.stdout and 'nothing started' in p.stdout, p.stdout
+        assert p.stdout.count('has ended') == 2 and not (tmp_path/'c').exists()
+    finally:                                              # never leave a detached training behind
+        for r in runs:
+            pf = r.with_name(r.name + '.pid')
+            if pf.exists():
+                try: os.killpg(int(pf.read_text()), signal.SIGKILL)
+                except (ProcessLookupError, ValueError, PermissionError): pass
+
 def test_grouped_conv_ab_script_cpu(tmp_path):
     "benchmarks/grouped_conv_ab.py (a GPU A/B) runs end to end on the CPU at a tiny size and says it is only a smoke test there."
     import subprocess, sys
