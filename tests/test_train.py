@@ -591,6 +591,23 @@ def test_gpu_train_many_cpu(tmp_path):
                 try: os.killpg(int(pf.read_text()), signal.SIGKILL)
                 except (ProcessLookupError, ValueError, PermissionError): pass
 
+def test_concurrent_train_script_cpu(tmp_path):
+    "benchmarks/concurrent_train.py (a GPU measurement) runs 1 and 2 processes through its barrier on the CPU and records each."
+    import subprocess, sys
+    script, out = Path(__file__).parent.parent/'benchmarks'/'concurrent_train.py', tmp_path/'c.json'
+    args = ['--device', 'cpu', '--variant', 'toy', '--config', 'fp32', '--img-size', '32', '--batch', '2', '--seconds', '0.5',
+            '--warmup', '1', '--procs', '1,2', '--out', str(out)]
+    p = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert p.returncode == 0, p.stderr[-2000:]
+    rec = json.loads(out.read_text())
+    assert [r['procs'] for r in rec['rows']] == [1, 2] and [len(r['per_process']) for r in rec['rows']] == [1, 2]
+    for r in rec['rows']:
+        assert all(q['steps'] > 0 and q['seconds'] >= 0.5 for q in r['per_process'])
+        assert abs(r["total_img_s"] - sum(q["img_s"] for q in r["per_process"])) < 1e-6 * r["total_img_s"]
+    bad = subprocess.run([sys.executable, str(script), '--procs', '0', '--device', 'cpu'], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and '--procs' in bad.stderr
+
 def test_grouped_conv_ab_script_cpu(tmp_path):
     "benchmarks/grouped_conv_ab.py (a GPU A/B) runs end to end on the CPU at a tiny size and says it is only a smoke test there."
     import subprocess, sys
