@@ -5,7 +5,7 @@ Each of P processes builds the model and Adam as `msmamba bench-train` does (ran
 per-step synchronisation (as a real epoch runs) and reports its steps; the P windows overlap by construction. The
 total images/s over P is what several runs of Table I on one GPU would get (gpu_train_many.sh runs them so).
 GPU: PYTHONPATH=. python3 benchmarks/concurrent_train.py --out $OUT/concurrent.json --procs 1,2,3 --config fp32+cl+compile
-CPU smoke test: python3 benchmarks/concurrent_train.py --device cpu --variant toy --img-size 32 --batch 4 --seconds 1 --procs 1,2
+CPU smoke test: python3 benchmarks/concurrent_train.py --device cpu --variant toy --config fp32 --img-size 32 --batch 4 --seconds 1 --procs 1,2
 """
 import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -27,12 +27,13 @@ def child(a):
     while len(list(bar.glob('ready_*'))) < int(a.procs):
         if time.time() > deadline: raise SystemExit(f'barrier {bar}: only {len(list(bar.glob("ready_*")))} of {a.procs} ready')
         time.sleep(0.05)
-    n, t0 = 0, time.perf_counter()
+    n, w0, t0 = 0, time.time(), time.perf_counter()
     while time.perf_counter() - t0 < a.seconds:
         step(); n += 1
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
     dt = time.perf_counter() - t0
-    res = dict(rank=a.rank, steps=n, seconds=round(dt, 3), img_s=a.batch * n / dt, warmup_s=round(warm, 1))
+    res = dict(rank=a.rank, steps=n, seconds=round(dt, 3), img_s=a.batch * n / dt, warmup_s=round(warm, 1),
+               window_unix_s=[round(w0, 3), round(w0 + dt, 3)])
     if dev.type == 'cuda': res['peak_mem_GiB'] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 3)
     Path(a.result).write_text(json.dumps(res))
 
@@ -62,20 +63,33 @@ def main(argv=None):
                    '--img-size', str(a.img_size), '--warmup', str(a.warmup), '--seconds', str(a.seconds), '--device', a.device,
                    '--barrier-timeout', str(a.barrier_timeout), '--procs', str(k), '--barrier', tmp]
             ps = [subprocess.Popen(cmd + ['--rank', str(r), '--result', f'{tmp}/r{r}.json']) for r in range(k)]
+            while any(q.poll() is None for q in ps):        # one failing (out of memory, say): stop the others at once
+                if any(q.returncode for q in ps if q.returncode is not None):
+                    for q in ps: q.poll() is None and q.kill()
+                time.sleep(0.2)
             rcs = [q.wait() for q in ps]
-            if any(rcs): raise SystemExit(f'{k} processes: exit codes {rcs}')
+            if any(rcs):
+                rows.append(dict(procs=k, failed=f'exit codes {rcs}')); write(a, rows)
+                print(f'{k} process(es): failed (exit codes {rcs}); rows so far in {a.out or "(no --out)"}', flush=True); return 1
             per = [json.loads(Path(f'{tmp}/r{r}.json').read_text()) for r in range(k)]
         tot = sum(r['img_s'] for r in per)
-        rows.append(dict(procs=k, total_img_s=tot, per_process=per))
+        overlap = min(r['window_unix_s'][1] for r in per) - max(r['window_unix_s'][0] for r in per)
+        rows.append(dict(procs=k, total_img_s=tot, overlap_s=round(overlap, 3), per_process=per)); write(a, rows)
         each = ', '.join('%.1f' % r['img_s'] for r in per)
         print(f'{k} process(es): {tot:7.1f} img/s in total ({each}), {tot / rows[0]["total_img_s"]:.2f}× the first row', flush=True)
+    return 0
+
+def write(a, rows):
+    "Write the record so far to --out (after every row, so a failure later keeps the rows measured)."
+    import torch
+    if not a.out: return
     gpu = torch.cuda.get_device_name(0) if a.device.startswith('cuda') and torch.cuda.is_available() else 'cpu'
     rec = dict(tool='benchmarks/concurrent_train.py', config=a.config, variant=a.variant, batch=a.batch, img_size=a.img_size,
                seconds=a.seconds, warmup=a.warmup, device=gpu, torch=torch.__version__,
                commit=os.environ.get('MSMAMBA_GIT_COMMIT'), time_utc=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-               note='random input; each process trains the same wall-time window after a file barrier; no per-step sync',
+               note='random input; each process trains the same wall-time window after a file barrier; no per-step sync; '
+                    'overlap_s: the time all windows of a row shared',
                rows=rows)
-    if a.out: Path(a.out).write_text(json.dumps(rec, indent=1))
-    return 0
+    Path(a.out).write_text(json.dumps(rec, indent=1))
 
 if __name__ == '__main__': sys.exit(main())

@@ -23,7 +23,8 @@
 #   In detached mode a call that ends with the training still running also ships a snapshot (after the next complete
 #   epoch, waiting at most MSMAMBA_SNAPSHOT_WAIT_S s, default 60): a machine lost between calls then costs one call, not
 #   the run (on 2026-12-03 a 12-epoch start was lost that way). Keep BG_WAIT_S + SNAPSHOT_WAIT_S under the call's limit.
-# MSMAMBA_EXPECT=resume: refuse (exit 3) to start a new run when RUN_DIR holds no checkpoint and RUN_DIR.state/ no state,
+# MSMAMBA_EXPECT=resume: refuse (exit 3) to start a new run when RUN_DIR holds no checkpoint, RUN_DIR.state/ no state and no
+#   detached training of it runs or has ended here (a run in its first epoch has no checkpoint yet),
 #   so that a call made before the state was carried to a fresh machine cannot start the run again from epoch 1.
 set -u
 RUN=${1:?RUN_DIR}; PACK=${2:?PACK}; BUDGET=${3:?BUDGET_MIN}; shift 3
@@ -35,16 +36,18 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 name=$(basename "$RUN"); k=$(( $(cat "$RUN.calls" 2>/dev/null || echo 0) + 1 )); echo "$k" > "$RUN.calls"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/${name}_$k.smi.txt" 2>&1
 state="$RUN.state"; chunk_kb=${MSMAMBA_STATE_CHUNK_KB:-16280}
+pid=$(cat "$RUN.pid" 2>/dev/null)   # a detached training of this run, when one was started on this machine
+alive() { [ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--run-dir $RUN "; }
 if [ ! -f "$RUN/checkpoint_last.pt" ] && [ -f "$state/$name.state.sha256" ]; then
   if ! ( cd "$state" && sha256sum --quiet -c "$name.state.sha256" ); then
     echo "== $state: a chunk listed in $name.state.sha256 is missing or corrupt (above); carry it and call again"; exit 3
   fi
   cat $(awk '{print "'"$state"'/" $2}' "$state/$name.state.sha256") | tar -C "$(dirname "$RUN")" -xf - || exit 3
-  rm -f "$RUN.pid" "$RUN.rc"; echo "== restored $RUN from $state"
+  rm -f "$RUN.pid" "$RUN.rc"; pid=''; echo "== restored $RUN from $state"
 fi
 if [ -f "$RUN/checkpoint_last.pt" ]; then
   how="== resuming $RUN"; args=(--resume --run-dir "$RUN" --pack "$PACK" "$@")
-elif [ "${MSMAMBA_EXPECT:-}" = resume ]; then   # a state not carried (yet) must not turn into a fresh run
+elif [ "${MSMAMBA_EXPECT:-}" = resume ] && [ ! -f "$RUN.rc" ] && ! alive; then   # no state carried (yet): no fresh run
   echo "== $RUN has no checkpoint and $state/ no state (MSMAMBA_EXPECT=resume): carry its chunks, nothing started"; exit 3
 else
   how="== new run $RUN"; args=(--pack "$PACK" --run-dir "$RUN" "$@")
@@ -58,8 +61,7 @@ pack_state() {   # the whole run directory in chunks that can come back (at most
   if [ "$n" -gt 4 ]; then echo "== state needs $n chunks, more than the 4 that can come back: raise MSMAMBA_STATE_CHUNK_KB (≤ 16383)"; return 4; fi
 }
 if [ -n "${MSMAMBA_BG_WAIT_S:-}" ]; then
-  log="$RUN.bg.log"; pid=$(cat "$RUN.pid" 2>/dev/null)
-  alive() { [ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--run-dir $RUN "; }
+  log="$RUN.bg.log"
   if [ -f "$RUN.rc" ]; then
     echo "== the detached training has ended (remove $RUN.rc to start or resume it again, also after removing $RUN)"
   elif alive; then

@@ -459,6 +459,15 @@ def test_gpu_train_call_script_cpu(tmp_path):
     bad = _train_call(None, out, 1, script_args=[str(tmp_path/'bad'), str(tmp_path/'no.pack'), '1'])
     assert bad.returncode == 2 and 'no.pack' in (out/'bad_1.log').read_text()   # train's exit code, its error in the log
 
+def _kill_detached(runs):
+    "Kill the process group of each run's detached training (its RUN_DIR.pid), if one was started."
+    import signal
+    for r in runs:
+        pf = r.with_name(r.name + '.pid')
+        if pf.exists():
+            try: os.killpg(int(pf.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError, PermissionError): pass
+
 def test_gpu_train_call_detached_cpu(tmp_path):
     "gpu_train_call.sh with MSMAMBA_BG_WAIT_S runs the training in its own session, waits for it, and never starts it twice."
     import subprocess, tarfile, signal, time
@@ -491,12 +500,7 @@ def test_gpu_train_call_detached_cpu(tmp_path):
         assert p.returncode == 2 and 'no.pack' in (out/'bad_1.log').read_text(), p.stdout
         p = _train_call(None, out, 1, timeout=60, script_args=[str(tmp_path/'x'), 'sample', '1'], MSMAMBA_BG_WAIT_S='abc')
         assert p.returncode == 2 and "got 'abc'" in p.stdout and not (tmp_path/'x.pid').exists()
-    finally:                                              # never leave a detached training behind
-        for r in runs:
-            pf = r.with_name(r.name + '.pid')
-            if pf.exists():
-                try: os.killpg(int(pf.read_text()), signal.SIGKILL)
-                except (ProcessLookupError, ValueError, PermissionError): pass
+    finally: _kill_detached(runs)                         # never leave a detached training behind
 
 def test_gpu_train_call_state_cpu(tmp_path):
     "gpu_train_call.sh with MSMAMBA_STATE_OUT ships the whole run in chunks; a fresh machine restores it, refusing a missing chunk."
@@ -581,15 +585,17 @@ def test_gpu_train_many_cpu(tmp_path):
         p = call(*specs, MSMAMBA_BG_WAIT_S='1', MSMAMBA_RESUME_ONLY='a c'); assert p.returncode == 2 and "names 'c'" in p.stdout
         assert (tmp_path/'many.calls').read_text().strip() == '2'          # refused calls are not counted
         new = f'{tmp_path/"c"} --variant toy --epochs 2 --img-size 32 --device cpu'   # a run whose state was not carried (yet)
-        p = call(*specs, new, MSMAMBA_BG_WAIT_S='5', MSMAMBA_RESUME_ONLY='all')
+        p = call(*specs, new, MSMAMBA_BG_WAIT_S='5', MSMAMBA_RESUME_ONLY='a\nb\tc')   # names split at any whitespace
         assert p.returncode == 3 and '==== c (GPU default): call exit code 3' in p.stdout and 'nothing started' in p.stdout, p.stdout
         assert p.stdout.count('has ended') == 2 and not (tmp_path/'c').exists()
-    finally:                                              # never leave a detached training behind
-        for r in runs:
-            pf = r.with_name(r.name + '.pid')
-            if pf.exists():
-                try: os.killpg(int(pf.read_text()), signal.SIGKILL)
-                except (ProcessLookupError, ValueError, PermissionError): pass
+        p = call(*specs, MSMAMBA_BG_WAIT_S='500'); assert p.returncode == 2 and 'over 540 s' in p.stdout
+        d = [f'{tmp_path/"d"} --variant toy --epochs 2 --img-size 32 --device cpu']
+        runs.append(tmp_path/'d')
+        p = call(*d, MSMAMBA_BG_WAIT_S='0'); assert p.returncode == 0 and 'detached training started' in p.stdout, p.stdout
+        p = call(*d, MSMAMBA_BG_WAIT_S='280', MSMAMBA_RESUME_ONLY='d')   # resume-only, but it trains (or has ended) here: not refused
+        assert p.returncode == 0 and 'nothing started' not in p.stdout and 'started' not in p.stdout, p.stdout
+        assert json.loads((tmp_path/'d'/'metrics.json').read_text())['status'] == 'finished'
+    finally: _kill_detached(runs)                         # never leave a detached training behind
 
 def test_concurrent_train_script_cpu(tmp_path):
     "benchmarks/concurrent_train.py (a GPU measurement) runs 1 and 2 processes through its barrier on the CPU and records each."
@@ -605,6 +611,10 @@ def test_concurrent_train_script_cpu(tmp_path):
     for r in rec['rows']:
         assert all(q['steps'] > 0 and q['seconds'] >= 0.5 for q in r['per_process'])
         assert abs(r["total_img_s"] - sum(q["img_s"] for q in r["per_process"])) < 1e-6 * r["total_img_s"]
+    assert rec['rows'][1]['overlap_s'] > 0.4                         # the barrier makes the 2 windows overlap
+    args[args.index('toy')] = 'nope'                                  # every process fails: the rows so far are kept, exit 1
+    p = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 1 and json.loads(out.read_text())['rows'] == [dict(procs=1, failed='exit codes [1]')], p.stdout
     bad = subprocess.run([sys.executable, str(script), '--procs', '0', '--device', 'cpu'], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and '--procs' in bad.stderr
 
