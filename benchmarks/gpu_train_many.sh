@@ -33,6 +33,7 @@ if [ $(( MSMAMBA_BG_WAIT_S + ${MSMAMBA_SNAPSHOT_WAIT_S:-60} )) -gt 540 ]; then  
   echo "gpu_train_many.sh: MSMAMBA_BG_WAIT_S + MSMAMBA_SNAPSHOT_WAIT_S (default 60) is over 540 s: the call could outlast its 600 s"; exit 2
 fi
 here=$(cd "$(dirname "$0")" && pwd)
+inlist() { local x=$1 y; shift; for y in "$@"; do [ "$y" = "$x" ] && return 0; done; return 1; }
 runs=(); gpus=(); opts=(); names=()
 for spec in "$@"; do
   first=${spec%% *}; rest=${spec#"$first"}; run=${first%@*}; gpu=''
@@ -40,12 +41,9 @@ for spec in "$@"; do
   [ -n "$run" ] || { echo "gpu_train_many.sh: spec '$spec' names no run directory"; exit 2; }
   case "$gpu" in *[!0-9,]*) echo "gpu_train_many.sh: spec '$spec': GPU '$gpu' is not a device index list"; exit 2 ;; esac
   name=$(basename "${run%/}")
-  for m in "${names[@]}"; do
-    [ "$m" != "$name" ] || { echo "gpu_train_many.sh: two specs name the run '$name'"; exit 2; }
-  done
+  ! inlist "$name" "${names[@]}" || { echo "gpu_train_many.sh: two specs name the run '$name'"; exit 2; }
   runs+=("$run"); gpus+=("$gpu"); opts+=("$rest"); names+=("$name")
 done
-inlist() { local x=$1 y; shift; for y in "$@"; do [ "$y" = "$x" ] && return 0; done; return 1; }
 set -f; read -r -d '' -a resume_only <<< "${MSMAMBA_RESUME_ONLY:-}"; set +f   # names split at any whitespace, no globbing
 for m in "${resume_only[@]}"; do
   [ "$m" = all ] || inlist "$m" "${names[@]}" ||
@@ -84,8 +82,8 @@ done
 if [ -n "$pick" ]; then
   shopt -s nullglob; st=("$tmp/$pick/$pick".state.*); shopt -u nullglob
   if [ ${#st[@]} -gt 0 ]; then
-    mv "${st[@]}" "$OUT/" || { echo "==== could not move the state of $pick into \$OUT"; [ "$rc" -ne 0 ] || rc=4; }
-    echo "==== state of $pick: $(( ${#st[@]} - 1 )) chunk(s) in \$OUT"
+    if mv "${st[@]}" "$OUT/"; then echo "==== state of $pick: $(( ${#st[@]} - 1 )) chunk(s) in \$OUT"
+    else echo "==== could not move the state of $pick into \$OUT"; [ "$rc" -ne 0 ] || rc=4; fi
   else echo "==== no state of $pick this call (see its output above)"; fi
 fi
 tar -C "$tmp" -czf "$OUT/many_$k.tgz" . || { echo "==== could not write \$OUT/many_$k.tgz"; [ "$rc" -ne 0 ] || rc=4; }
