@@ -7,7 +7,7 @@ total images/s over P is what several runs of Table I on one GPU would get (gpu_
 GPU: PYTHONPATH=. python3 benchmarks/concurrent_train.py --out $OUT/concurrent.json --procs 1,2,3 --config fp32+cl+compile
 CPU smoke test: python3 benchmarks/concurrent_train.py --device cpu --variant toy --config fp32 --img-size 32 --batch 4 --seconds 1 --procs 1,2
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import argparse, json, subprocess, sys, tempfile, time
 from pathlib import Path
 
 def child(a):
@@ -50,13 +50,12 @@ def main(argv=None):
     p.add_argument('--result', help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.rank is not None: return child(a)
-    import torch
-    from msmamba_nb.train import bench_config
+    from msmamba_nb.train import bench_config, environment_info
     bench_config(a.config)                                    # a bad config fails here, before any process starts
     try: procs = [int(x) for x in a.procs.split(',')]
     except ValueError: p.error(f'--procs must be a comma list of whole numbers, got {a.procs!r}')
     if any(k < 1 for k in procs): p.error(f'--procs must be ≥ 1, got {a.procs!r}')
-    rows = []
+    rows, env = [], environment_info()                      # commit, GPUs, versions: once, for every write
     for k in procs:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, __file__, '--config', a.config, '--variant', a.variant, '--batch', str(a.batch),
@@ -69,24 +68,21 @@ def main(argv=None):
                 time.sleep(0.2)
             rcs = [q.wait() for q in ps]
             if any(rcs):
-                rows.append(dict(procs=k, failed=f'exit codes {rcs}')); write(a, rows)
+                rows.append(dict(procs=k, failed=f'exit codes {rcs}')); write(a, env, rows)
                 print(f'{k} process(es): failed (exit codes {rcs}); rows so far in {a.out or "(no --out)"}', flush=True); return 1
             per = [json.loads(Path(f'{tmp}/r{r}.json').read_text()) for r in range(k)]
         tot = sum(r['img_s'] for r in per)
         overlap = min(r['window_unix_s'][1] for r in per) - max(r['window_unix_s'][0] for r in per)
-        rows.append(dict(procs=k, total_img_s=tot, overlap_s=round(overlap, 3), per_process=per)); write(a, rows)
+        rows.append(dict(procs=k, total_img_s=tot, overlap_s=round(overlap, 3), per_process=per)); write(a, env, rows)
         each = ', '.join('%.1f' % r['img_s'] for r in per)
         print(f'{k} process(es): {tot:7.1f} img/s in total ({each}), {tot / rows[0]["total_img_s"]:.2f}× the first row', flush=True)
     return 0
 
-def write(a, rows):
+def write(a, env, rows):
     "Write the record so far to --out (after every row, so a failure later keeps the rows measured)."
-    import torch
     if not a.out: return
-    gpu = torch.cuda.get_device_name(0) if a.device.startswith('cuda') and torch.cuda.is_available() else 'cpu'
     rec = dict(tool='benchmarks/concurrent_train.py', config=a.config, variant=a.variant, batch=a.batch, img_size=a.img_size,
-               seconds=a.seconds, warmup=a.warmup, device=gpu, torch=torch.__version__,
-               commit=os.environ.get('MSMAMBA_GIT_COMMIT'), time_utc=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+               seconds=a.seconds, warmup=a.warmup, device=a.device, env=env,
                note='random input; each process trains the same wall-time window after a file barrier; no per-step sync; '
                     'overlap_s: the time all windows of a row shared',
                rows=rows)
