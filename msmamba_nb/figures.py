@@ -6,9 +6,10 @@
 __all__ = ['DATASETS', 'DATASET_TITLES', 'NOT_OBTAINABLE', 'NOT_RUN_YET', 'OBTAINABLE', 'VARIANTS', 'T1_COLUMNS', 'RADAR_AXES',
            'OWNER_PLOTS', 'paper_results', 'paper_row', 'canonical_dataset', 'canonical_split', 'pct', 'read_log',
            'run_protocol', 'read_run', 'find_runs', 'read_eval_record', 'find_eval_records', 'write_synthetic_results',
-           'model_size', 'write_model_size', 'mean_std', 'fmt_cell', 'table1', 'table1_markdown', 'write_table1_csv',
-           'fig_table1', 'fig_curves', 'seed_groups', 'fig_seeds', 'schedule_groups', 'fig_schedule',
-           'fig_confusion_roc', 'fig_radar', 'fig_scatter', 'fig_bench', 'radar_ours', 'make_all', 'main_figures']
+           'model_size', 'write_model_size', 'mean_std', 'fmt_cell', 'wilson_interval', 'table1', 'table1_markdown',
+           'write_table1_csv', 'fig_table1', 'fig_curves', 'seed_groups', 'fig_seeds', 'schedule_groups',
+           'fig_schedule', 'fig_confusion_roc', 'fig_radar', 'fig_scatter', 'fig_bench', 'radar_ours', 'make_all',
+           'main_figures']
 
 # %% ../nbs/11_figures.ipynb #c003
 import argparse, csv, json, math, re
@@ -94,6 +95,9 @@ def run_protocol(cfg:dict,            # a run's config.json
     if cfg.get('model_kwargs'): bits.append(', '.join(f"{k}={v}" for k, v in sorted(cfg['model_kwargs'].items())))
     if cfg.get('batch_size') not in (None, 58): bits.append(f"batch {cfg['batch_size']}")
     if cfg.get('bf16'): bits.append('bf16')
+    if cfg.get('patience') not in (None, 30): bits.append(f"early-stop patience {cfg['patience']} (paper 30)")
+    if cfg.get('lr') not in (None, 1e-4): bits.append(f"lr {cfg['lr']:g} (paper 1e-4)")
+    if cfg.get('forked_from'): bits.append(f"continued from {cfg['forked_from']['run']} after epoch {cfg['forked_from']['epoch']}")
     return '; '.join(bits)
 
 def read_run(run_dir:str|Path) -> dict:
@@ -244,6 +248,14 @@ def fmt_cell(xs, nd:int=2) -> str|None:
     if n == 0: return None
     return f"{m:.{nd}f}" if n == 1 else f"{m:.{nd}f} ± {s:.{nd}f} (n={n})"
 
+def wilson_interval(p:float,        # observed proportion (e.g. a test OA as a fraction)
+                    n:int,          # number of test images
+                    z:float=1.96,   # normal quantile (1.96: 95 %)
+                   ) -> tuple:      # (low, high) as fractions
+    "Wilson score interval of a binomial proportion: the test split's sampling error of one run's OA."
+    c, h = p + z*z/(2*n), z*np.sqrt(p*(1 - p)/n + z*z/(4*n*n))
+    return float((c - h)/(1 + z*z/n)), float((c + h)/(1 + z*z/n))
+
 # %% ../nbs/11_figures.ipynb #c023
 T1_COLUMNS = ['group', 'method', 'venue', 'gmacs', 'params_m'] + [f'{d}_{m}' for d in DATASETS for m in ('OA', 'AUC')] + ['source', 'note']
 
@@ -293,6 +305,12 @@ def table1(runs:list,               # from find_runs
             if rec['variant'] == v and rec['part'] == 'test' and not rec['subset']: rows.append(_record_row(v, rec, sizes, results_dir))
     return rows
 
+def _oa_interval(r:dict) -> str:
+    "The test split's sampling error of one run's (or record's) OA, as a note; '' without a test size."
+    if r.get('OA') is None or not r.get('n_test'): return ''
+    lo, hi = wilson_interval(r['OA']/100, r['n_test'])
+    return f"{r['dataset']} OA 95 % Wilson interval {100*lo:.2f}–{100*hi:.2f} (n_test={r['n_test']})"
+
 def _record_row(v, rec, sizes, results_dir):
     "A Table I row for one whole-test-split evaluation of the released checkpoint."
     sz = (sizes or {}).get(v) or model_size(v, len(rec['class_names'] or [0, 1]), results_dir)
@@ -304,7 +322,7 @@ def _record_row(v, rec, sizes, results_dir):
         for m in ('OA', 'AUC'):
             row[f'{d}_{m}'] = f"{rec[m]:.2f}" if d == rec['dataset'] else (NOT_RUN_YET if d in OBTAINABLE else NOT_OBTAINABLE)
     row['note'] = (f"evaluation record {rec['name']}.json: n={rec['n_test']}, {rec['split']} split / {rec['part']}, "
-                   f"data {rec['fidelity']}, device {rec['hardware']}")
+                   f"data {rec['fidelity']}, device {rec['hardware']}" + (f"; {_oa_interval(rec)}" if _oa_interval(rec) else ''))
     return row
 
 def _our_row(v, split, synthetic, sel, sizes, results_dir, protocol=''):
@@ -319,8 +337,10 @@ def _our_row(v, split, synthetic, sel, sizes, results_dir, protocol=''):
         for m in ('OA', 'AUC'):
             row[f'{d}_{m}'] = fmt_cell([r[m] for r in rs]) or (NOT_RUN_YET if d in OBTAINABLE else NOT_OBTAINABLE)
     fid = sorted({r['fidelity'] for r in sel})
+    ci = [_oa_interval(rs[0]) for d in DATASETS for rs in [[r for r in sel if r['dataset'] == d]] if len(rs) == 1]
     row['note'] = (f"params with a {sz['num_classes']}-class head ({sz['source']}); GMACs at 224², scan core excluded"
-                   + (f"; data: {', '.join(fid)}" if fid else '') + ('; SYNTHETIC TEST DATA, NOT A RESULT' if synthetic else ''))
+                   + (f"; data: {', '.join(fid)}" if fid else '') + ''.join(f"; {x}" for x in ci if x)
+                   + ('; SYNTHETIC TEST DATA, NOT A RESULT' if synthetic else ''))
     return row
 
 # %% ../nbs/11_figures.ipynb #c026
@@ -653,7 +673,8 @@ def _agg_points(runs, results_dir):
 def radar_ours(pts:list, results_dir=None) -> dict:
     "Our t values for the radar: SARS OA of the default-split runs (real ones first) and the measured model size."
     sel = sorted((p for p in pts if p['variant'] == 't' and p['split'] == 'default' and p.get('OA') is not None),
-                 key=lambda p: -p.get('n', 1))   # the group with the most seeds (fp32), not a one-seed variant of it (bf16)
+                 key=lambda p: (bool(p.get('protocol')), -p.get('n', 1)))   # the paper's protocol first (the paper's values are
+                                                                            # its), then the most seeds (fp32, not a one-seed bf16)
     t = next((p for p in sel if not p['label'].startswith('SYNTHETIC')), None) or next(iter(sel), None)
     sz = model_size('t', 2, results_dir)
     ours = dict(gmacs=sz['gmacs'], params_m=sz['params_m'], label='Ms-Mamba-t (ours: size measured, 2-class head; not trained yet)')

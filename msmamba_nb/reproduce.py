@@ -329,19 +329,19 @@ def table1_sars_lines(res:dict|None,            # evaluate_release result, or No
     from msmamba_nb.figures import find_runs, fmt_cell
     poa, pauc = _paper_sars(variant)
     lines = [f"Table I, SARS column (OA / AUC, %), Ms-Mamba-{variant}:",
-             f"  {'paper (arXiv 2409.07896, Table I)':52s} {poa:6.2f} / {pauc:6.2f}"]
+             f"  {'paper (arXiv 2409.07896, Table I)':62s} {poa:6.2f} / {pauc:6.2f}"]
     if res is not None:
         d = res['data']
-        lines.append(f"  {'released checkpoint, evaluated now':52s} {res['OA']:6.2f} / {res['AUC']:6.2f}   "
+        lines.append(f"  {'released checkpoint, evaluated now':62s} {res['OA']:6.2f} / {res['AUC']:6.2f}   "
                      f"[{res['device']}; {_data_str(d)}, n={d['n_images']}]")
-    else: lines.append(f"  {'released checkpoint, evaluated now':52s} not evaluated (see above)")
+    else: lines.append(f"  {'released checkpoint, evaluated now':62s} not evaluated (see above)")
     runs = [r for r in (find_runs(results_dir) if Path(results_dir).exists() else [])
             if r['finished'] and r['variant'] == variant and r['dataset'] == 'SARS' and not r['synthetic']]
-    for split in sorted({r['split'] for r in runs}):
-        sel = [r for r in runs if r['split'] == split]
-        lines.append(f"  {f'our training runs ({split} split, {Path(results_dir).name}/runs)':52s} "
+    for split, proto in sorted({(r['split'], r['protocol']) for r in runs}):   # one line per split and protocol, as Table I
+        sel = [r for r in runs if (r['split'], r['protocol']) == (split, proto)]
+        lines.append(f"  {f'our runs: {split} split, ' + (proto or 'paper protocol (200-epoch schedule)'):62s} "
                      f"{fmt_cell([r['OA'] for r in sel])} / {fmt_cell([r['AUC'] for r in sel])}")
-    if not runs: lines.append(f"  {'our training runs':52s} none committed under {results_dir}")
+    if not runs: lines.append(f"  {'our training runs':62s} none committed under {results_dir}")
     return lines
 
 def _load_eval(a) -> dict|None:

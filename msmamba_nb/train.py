@@ -8,11 +8,11 @@ __all__ = ['CKPT_FORMAT', 'RESUME_OVERRIDES', 'LEGACY_DEFAULTS', 'RELEASED_REFER
            'ToyNet', 'build_model', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint',
            'file_sha256', 'git_commit', 'portable_argv', 'environment_info', 'seed_everything', 'rng_state',
            'set_rng_state', 'resolve_device', 'dist_env', 'TrainConfig', 'save_predictions', 'load_predictions',
-           'evaluate', 'SimulatedKill', 'train', 'evaluate_checkpoint', 'main_train', 'main_eval', 'bench_setup',
-           'bench_config', 'main_bench_train']
+           'evaluate', 'SimulatedKill', 'train', 'fork_run', 'evaluate_checkpoint', 'main_train', 'main_eval',
+           'bench_setup', 'bench_config', 'main_bench_train']
 
 # %% ../nbs/09_train.ipynb #c003
-import argparse, hashlib, json, math, os, platform, random, subprocess, sys, time, datetime
+import argparse, hashlib, json, math, os, platform, random, shutil, subprocess, sys, time, datetime
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 import numpy as np
@@ -609,6 +609,28 @@ def train(cfg:TrainConfig,              # the run's options
     _write_json(run/'metrics.json', out)
     return out
 
+# %% ../nbs/09_train.ipynb #877da539
+def fork_run(src:str|Path,   # a stopped or interrupted run directory (its checkpoint_last.pt and records)
+             dst:str|Path,   # the new run directory (must not exist)
+             patience:int,   # the new early-stopping patience (≥ the epochs left: no early stop)
+            )->Path:
+    "Start a new run from another run's last state with another early-stopping patience; the source stays untouched."
+    src, dst = Path(src), Path(dst)
+    if not (src/'checkpoint_last.pt').is_file(): raise CheckpointError(f"nothing to fork: {src/'checkpoint_last.pt'} does not exist")
+    if dst.exists(): raise DataError(f"{dst} exists: a fork starts a new run directory")
+    ck, cfg = load_checkpoint(src/'checkpoint_last.pt'), json.loads((src/'config.json').read_text())
+    st = ck['state']
+    if st['epoch'] >= cfg['epochs']: raise CheckpointError(f"{src} ran all its {cfg['epochs']} epochs: nothing left to train")
+    origin = dict(run=src.name, epoch=st['epoch'], status=st['status'], patience=cfg['patience'])
+    dst.mkdir(parents=True)
+    for f in ('checkpoint_best.pt', 'log.jsonl', 'data.json'):
+        if (src/f).is_file(): shutil.copy2(src/f, dst/f)
+    _write_json(dst/'config.json', dict(cfg, patience=patience, run_dir=str(dst), forked_from=origin))
+    _write_json(dst/'env.json', dict(json.loads((src/'env.json').read_text()), forked_from=origin))
+    st.update(status='running', complete=False)
+    save_checkpoint(dict(ck, state=st, config=dict(ck.get('config', cfg), patience=patience, run_dir=str(dst))), dst/'checkpoint_last.pt')
+    return dst
+
 # %% ../nbs/09_train.ipynb #c043
 def evaluate_checkpoint(checkpoint:str|Path,   # a checkpoint file (checkpoint_best.pt)
                         data:LoadedData,       # data with the split to evaluate
@@ -647,6 +669,8 @@ def _train_parser()->argparse.ArgumentParser:
         "  msmamba train --pack packs/sars_q85.pack --bf16            # SARS, paper protocol, on a GPU\n"
         "  msmamba train --pack sample --variant toy --epochs 2 --img-size 64 --device cpu   # 1-minute smoke test\n"
         "  msmamba train --resume --run-dir runs/SARS-t-stratified-s0 # continue a killed or time-limited run\n"
+        "  msmamba train --fork-from runs/SARS-t-stratified-s0-e200 --run-dir runs/SARS-t-stratified-s0-e200-p200 --patience 200\n"
+        "                                                           # go on from a stopped run without early stopping\n"
         "  CUDA_VISIBLE_DEVICES=1 msmamba train --pack packs/sars_q85.pack --seed 1 &   # one run per GPU\n"
         "  torchrun --standalone --nproc_per_node 2 -m msmamba_nb.cli train --pack packs/sars_q85.pack   # one run, 2 GPUs (DDP)"))
     g = p.add_argument_group('data')
@@ -680,6 +704,7 @@ def _train_parser()->argparse.ArgumentParser:
     g = p.add_argument_group('run control')
     g.add_argument('--run-dir', help='run directory (default runs/<dataset>-<variant>-<split>-s<seed>)')
     g.add_argument('--resume', action='store_true', help='continue the run in --run-dir from checkpoint_last.pt (its saved options are used)')
+    g.add_argument('--fork-from', metavar='RUN_DIR', help="start the new --run-dir from that (stopped) run's last state with --patience instead of its own, then train on (an ablation; the source stays untouched)")
     g.add_argument('--time-budget-min', type=float, help='stop cleanly at an epoch boundary before this many minutes; the run stays resumable')
     g.add_argument('--device', default='auto', help='cuda, cuda:1, cpu or auto (default)')
     g.add_argument('--workers', type=int, help='image decoding processes (default: up to 8)')
@@ -701,7 +726,11 @@ def main_train(argv:list|None=None)->int:
                       deterministic=a.deterministic, antialias=not a.no_antialias, eval_every=a.eval_every,
                       time_budget_min=a.time_budget_min, run_dir=a.run_dir, device=a.device, workers=a.workers,
                       progress=not a.no_progress)
-    try: m = train(cfg, resume=a.resume, stop_after_steps=a.kill_after_steps)
+    try:
+        if a.fork_from:
+            if not a.run_dir or a.resume: raise DataError('--fork-from needs --run-dir (the new run) and no --resume')
+            fork_run(a.fork_from, a.run_dir, a.patience); print(f"forked {a.fork_from} into {a.run_dir} (patience {a.patience})")
+        m = train(cfg, resume=a.resume or bool(a.fork_from), stop_after_steps=a.kill_after_steps)
     except (DataError, CheckpointError, KeyError) as e: print(f'msmamba train: {e}', file=sys.stderr); return 2
     except SimulatedKill as e: print(f'msmamba train: {e}', file=sys.stderr); return 3
     if m: print(json.dumps({k: m.get(k) for k in ('complete', 'status', 'OA', 'AUC', 'F1_weighted', 'best_epoch', 'epochs_run')}))

@@ -50,6 +50,11 @@ def test_table1_rows(results):
         assert r['params_m'].endswith('(K=2)')
     b = ours[-1]
     assert b['SARS_OA'] == F.NOT_RUN_YET and 'not trained' in b['method']
+    # a single run's row carries its OA's test-sampling interval; a mean over seeds does not (its ± says more)
+    s_run = next(r for r in F.find_runs(results) if r['variant'] == 's')
+    lo, hi = F.wilson_interval(s_run['OA']/100, s_run['n_test'])
+    assert f"SARS OA 95 % Wilson interval {100*lo:.2f}–{100*hi:.2f} (n_test={s_run['n_test']})" in next(r for r in ours if 'Ms-Mamba-s' in r['method'])['note']
+    assert lo < s_run['OA']/100 < hi and 'Wilson' not in t['note'] and 'Wilson' not in b['note']
     # our rows come right after the paper's row of the same variant
     names = [r['method'] for r in rows]
     assert names.index('SYNTHETIC Ms-Mamba-t (ours, measured)') == names.index('Ms-Mamba-t (MambaMIC-t)') + 1
@@ -174,3 +179,11 @@ def test_committed_runs_metrics_match_their_predictions():
         assert len(labels) == m['n_test'] == len(set(files))
         assert abs((probs.argmax(1) == labels).mean() - m['OA']) < 1e-9, r['name']
         assert abs(roc_auc_score(labels, probs[:, 1]) - m['AUC']) < 1e-4, r['name']   # probs stored to 6 decimals
+
+
+def test_radar_takes_the_paper_protocol_first(results):
+    "The radar sets our t beside the paper's values: the paper-protocol group when there is one, else the most seeds."
+    pt = lambda proto, n, oa: dict(variant='t', split='default', protocol=proto, n=n, OA=oa, label=f'ours t [{proto}] n={n}')
+    short, bf16, full = pt('13-epoch schedule (paper 200)', 3, 95.3), pt('13-epoch schedule (paper 200); bf16', 1, 95.0), pt('', 1, 96.2)
+    assert F.radar_ours([short, bf16, full], results)['SARS'] == 96.2
+    assert F.radar_ours([bf16, short], results)['SARS'] == 95.3

@@ -1,5 +1,5 @@
 "Tests of msmamba_nb.reproduce: predictions I/O, the record comparison, the main job's messages, and the CI re-check of the released checkpoint."
-import json
+import json, re
 from pathlib import Path
 import numpy as np
 import pytest
@@ -164,3 +164,19 @@ def test_train_without_gpu_and_without_options_refuses(tmp_path, capsys):
     if torch.cuda.is_available(): pytest.skip('this machine has a GPU')
     assert R.main_reproduce(['--train', '--results', str(tmp_path), '--no-figures']) == 2
     assert 'no CUDA GPU here' in capsys.readouterr().out
+
+
+def test_table1_lines_never_pool_protocols(tmp_path):
+    "The main job prints one line of our runs per split and protocol (as Table I), never a mean over 13- and 200-epoch runs."
+    from msmamba_nb.figures import write_synthetic_results, fmt_cell
+    write_synthetic_results(tmp_path, seeds=(0, 1, 2))
+    oa = {}
+    for seed, epochs in ((0, 13), (1, 13), (2, 200)):          # two shortened runs and one with the paper's schedule
+        d = tmp_path/'runs'/f'SYNTHETIC_t_sars_default_seed{seed}'
+        for f, upd in (('config.json', dict(epochs=epochs, synthetic=False)), ('data.json', dict(synthetic=False))):
+            j = json.loads((d/f).read_text()); j.update(upd); (d/f).write_text(json.dumps(j))
+        oa[seed] = 100*json.loads((d/'metrics.json').read_text())['OA']
+    ours = [l for l in R.table1_sars_lines(None, tmp_path) if 'our runs:' in l]
+    assert len(ours) == 2                                       # the synthetic s and patient runs stay out
+    assert re.search(r'default split, paper protocol \(200-epoch schedule\)\s+' + re.escape(f"{oa[2]:.2f} / 99.00"), ours[0]), ours
+    assert re.search(r'default split, 13-epoch schedule \(paper 200\)\s+' + re.escape(fmt_cell([oa[0], oa[1]]) + ' / 99.00 ± 0.00 (n=2)'), ours[1]), ours

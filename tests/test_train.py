@@ -283,6 +283,28 @@ def test_train_cli_kill_and_resume(tiny, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['complete'] is True
     assert T.main_train(['--model-kwargs', '{bad']) == 2
 
+def test_train_cli_fork_from_a_stopped_run(tiny, tmp_path, capsys):
+    "--fork-from goes on from an early-stopped run with another patience and ends as that patience from the start would."
+    root, _ = tiny
+    args = ['--dataset', 'MHIST', '--data-root', str(root), '--variant', 'toy', '--epochs', '3', '--img-size', '32',
+            '--batch-size', '8', '--device', 'cpu', '--no-progress']
+    assert T.main_train(args + ['--patience', '0', '--run-dir', str(tmp_path/'stop')]) == 0        # stops after epoch 1
+    assert T.main_train(args + ['--patience', '9', '--run-dir', str(tmp_path/'full')]) == 0
+    before = (tmp_path/'stop'/'metrics.json').read_text()
+    capsys.readouterr()
+    assert T.main_train(['--fork-from', str(tmp_path/'stop'), '--run-dir', str(tmp_path/'fork'), '--patience', '9',
+                         '--no-progress', '--device', 'cpu']) == 0
+    out = capsys.readouterr().out
+    assert 'forked' in out and json.loads(out.strip().splitlines()[-1])['epochs_run'] == 3
+    assert all(torch.equal(a, b) for a, b in zip(_weights(tmp_path/'fork').values(), _weights(tmp_path/'full').values()))
+    assert (tmp_path/'stop'/'metrics.json').read_text() == before                                  # the source is untouched
+    for extra, why in ((['--run-dir', str(tmp_path/'fork')], 'exists'), ([], 'needs --run-dir'),
+                       (['--run-dir', str(tmp_path/'x'), '--resume'], 'no --resume')):
+        assert T.main_train(['--fork-from', str(tmp_path/'stop'), '--patience', '9', '--device', 'cpu', *extra]) == 2
+        assert why in capsys.readouterr().err
+    assert T.main_train(['--fork-from', str(tmp_path/'none'), '--run-dir', str(tmp_path/'y'), '--device', 'cpu']) == 2
+    assert 'nothing to fork' in capsys.readouterr().err
+
 def test_bench_train_cpu(tmp_path, capsys):
     out = tmp_path/'b.json'
     assert T.main_bench_train(['--variant', 'toy', '--img-size', '32', '--batch-size', '4', '--steps', '3', '--warmup', '1',
@@ -617,6 +639,48 @@ def test_concurrent_train_script_cpu(tmp_path):
     assert p.returncode == 1 and json.loads(out.read_text())['rows'] == [dict(procs=1, failed='exit codes [1]')], p.stdout
     bad = subprocess.run([sys.executable, str(script), '--procs', '0', '--device', 'cpu'], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and '--procs' in bad.stderr
+
+def _shared_gpu_script(*args, cwd):
+    import subprocess, sys
+    return subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1]/'benchmarks'/'shared_gpu_from_logs.py'), *args],
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+
+def test_shared_gpu_from_logs_regenerates_its_record(tmp_path):
+    "benchmarks/shared_gpu_from_logs.py recomputes the committed GPU-sharing record from the committed run logs."
+    repo = Path(__file__).resolve().parents[1]
+    rec = json.loads((repo/'paper_figures'/'data'/'shared_gpu_h100_610ed5a.json').read_text())
+    cmd = rec['command'].split()
+    cmd[cmd.index('--out') + 1] = str(tmp_path/'r.json')
+    p = _shared_gpu_script(*cmd[1:], cwd=repo)
+    assert p.returncode == 0, p.stderr[-2000:]
+    new = json.loads((tmp_path/'r.json').read_text())
+    assert {k: v for k, v in new.items() if k != 'command'} == {k: v for k, v in rec.items() if k != 'command'}
+
+def test_shared_gpu_from_logs_logic(tmp_path):
+    "Medians per range, each range's GPU from the sitting it ran in (start or resume), and refusals that name the fault."
+    def run(name, ips, resumes):
+        d = tmp_path/name; d.mkdir()
+        (d/'config.json').write_text(json.dumps(dict(run_dir=f'runs/{name}')))
+        (d/'env.json').write_text(json.dumps(dict(git=dict(commit='c0'), hardware=dict(gpus=[dict(name='G1')]), resumes=resumes)))
+        (d/'log.jsonl').write_text(''.join(json.dumps(dict(epoch=e + 1, images_per_s=v)) + '\n' for e, v in enumerate(ips)))
+        return d
+    res = [dict(from_epoch=4, git=dict(commit='c1'), hardware=dict(gpus=[dict(name='G2')]))]
+    a = run('a', [100, 300, 310, 290, 50, 700, 710, 690], res)          # epochs 1-4 on G1, 5-8 on G2 (resumed after 4)
+    b = run('b', [50, 320, 330, 340, 300, 650, 640, 660], res)
+    p = _shared_gpu_script('--shared', f'{a}:6-8', '--shared', f'{b}:6-8', '--alone', f'{a}:7-8', '--out', str(tmp_path/'o.json'), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    o = json.loads((tmp_path/'o.json').read_text())
+    assert o['gpu'] == 'G2' and [s['median_img_s'] for s in o['shared']] == [700, 650] and o['alone']['median_img_s'] == 700
+    assert o['shared_total_img_s'] == 1350 and o['ratio_shared_total_to_alone'] == round(1350/700, 3)
+    assert [s['run'] for s in o['shared']] == ['a', 'b'] and o['shared'][0]['commit'] == 'c1'
+    for args, why in [((f'{a}:2-4', f'{b}:2-4', f'{a}:6-8'), 'different GPUs'),    # G1 ranges against a G2 range
+                      ((f'{a}:3-6', f'{b}:6-8', f'{a}:7-8'), 'spans a resume'),
+                      ((f'{a}:6-9', f'{b}:6-8', f'{a}:7-8'), 'lacks epochs'),
+                      ((f'{a}:8-6', f'{b}:6-8', f'{a}:7-8'), 'FIRST ≤ LAST'),
+                      ((f'{a}:6-8', f'{a}:6-8', f'{a}:7-8'), 'different runs'),
+                      ((f'{a}', f'{b}:6-8', f'{a}:7-8'), 'FIRST-LAST')]:
+        p = _shared_gpu_script('--shared', args[0], '--shared', args[1], '--alone', args[2], cwd=tmp_path)
+        assert p.returncode != 0 and why in p.stderr, (args, p.stderr)
 
 def test_grouped_conv_ab_script_cpu(tmp_path):
     "benchmarks/grouped_conv_ab.py (a GPU A/B) runs end to end on the CPU at a tiny size and says it is only a smoke test there."
