@@ -18,7 +18,7 @@ from msmamba_nb.figures import read_run
 def sitting_of(env:dict, epoch:int) -> dict:
     "The start or resume of a run (from its env.json) in which `epoch` was trained: the last one that began before it."
     sittings = [dict(env, from_epoch=0)] + [dict(s, from_epoch=s.get('from_epoch') or 0) for s in env.get('resumes') or []]
-    return [s for s in sittings if s['from_epoch'] < epoch][-1]
+    return [s for s in sorted(sittings, key=lambda s: s['from_epoch']) if s['from_epoch'] < epoch][-1]
 
 def summary(spec:str) -> dict:
     "'RUN_DIR:FIRST-LAST' → median, min and max training images/s of those epochs, with the run's name, GPU and commit."
@@ -33,10 +33,12 @@ def summary(spec:str) -> dict:
     s, t = sitting_of(r['env'], a), sitting_of(r['env'], b)
     if s['from_epoch'] != t['from_epoch']:
         raise SystemExit(f"{spec!r}: the range spans a resume (after epoch {t['from_epoch']}); give one sitting's epochs")
+    gpu = (s.get('hardware', {}).get('gpus') or [{}])[0].get('name')
+    if not gpu: raise SystemExit(f"{spec!r}: {Path(run)/'env.json'} names no GPU for the sitting of these epochs")
     ips = [log[e]['images_per_s'] for e in range(a, b + 1)]
     return dict(run=Path(r['config'].get('run_dir') or run).name, epochs=[a, b], median_img_s=round(statistics.median(ips), 1),
                 min_img_s=round(min(ips), 1), max_img_s=round(max(ips), 1),
-                gpu=(s.get('hardware', {}).get('gpus') or [{}])[0].get('name'), commit=s.get('git', {}).get('commit'))
+                gpu=gpu, commit=s.get('git', {}).get('commit'))
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -95,8 +95,11 @@ def run_protocol(cfg:dict,            # a run's config.json
     if cfg.get('model_kwargs'): bits.append(', '.join(f"{k}={v}" for k, v in sorted(cfg['model_kwargs'].items())))
     if cfg.get('batch_size') not in (None, 58): bits.append(f"batch {cfg['batch_size']}")
     if cfg.get('bf16'): bits.append('bf16')
-    if cfg.get('patience') not in (None, 30): bits.append(f"early-stop patience {cfg['patience']} (paper 30)")
-    if cfg.get('lr') not in (None, 1e-4): bits.append(f"lr {cfg['lr']:g} (paper 1e-4)")
+    if cfg.get('patience') not in (None, 30): bits.append(f"early-stop patience {cfg['patience']} (released code 30)")
+    if cfg.get('lr') not in (None, 1e-4): bits.append(f"lr {cfg['lr']:g}")
+    if cfg.get('weight_decay'): bits.append(f"weight decay {cfg['weight_decay']:g}")
+    if cfg.get('warmup_epochs') is not None and ep and abs(cfg['warmup_epochs'] - 10*ep/200) > 1e-9: bits.append(f"warm-up {cfg['warmup_epochs']:g} epochs")
+    if cfg.get('eval_every') not in (None, 1): bits.append(f"validation every {cfg['eval_every']} epochs")
     if cfg.get('forked_from'): bits.append(f"continued from {cfg['forked_from']['run']} after epoch {cfg['forked_from']['epoch']}")
     return '; '.join(bits)
 
@@ -309,7 +312,7 @@ def _oa_interval(r:dict) -> str:
     "The test split's sampling error of one run's (or record's) OA, as a note; '' without a test size."
     if r.get('OA') is None or not r.get('n_test'): return ''
     lo, hi = wilson_interval(r['OA']/100, r['n_test'])
-    return f"{r['dataset']} OA 95 % Wilson interval {100*lo:.2f}–{100*hi:.2f} (n_test={r['n_test']})"
+    return f"{r['dataset']} OA 95 % Wilson interval {100*lo:.2f}–{100*hi:.2f} (test-image sampling only, seed spread not included; n_test={r['n_test']})"
 
 def _record_row(v, rec, sizes, results_dir):
     "A Table I row for one whole-test-split evaluation of the released checkpoint."
@@ -662,7 +665,7 @@ def _agg_points(runs, results_dir):
                                     params_m=sz['params_m'], gmacs=sz['gmacs'],
                                     label=('SYNTHETIC ' if syn else '') + f"ours {v}" + ('' if split == 'default' else f' ({split})')
                                           + f", {sz['num_classes']}-class head" + (f", n={n}" if n > 1 else '')
-                                          + (f" [{re.sub(r' [(]paper [0-9]+[)]', '', proto)}]" if proto else '')))
+                                          + (f" [{re.sub(r' [(](paper|released code) [^)]*[)]', '', proto)}]" if proto else '')))
     if not pts:
         sz = model_size('t', 2, results_dir)
         if sz['params_m'] is not None:

@@ -612,23 +612,36 @@ def train(cfg:TrainConfig,              # the run's options
 # %% ../nbs/09_train.ipynb #877da539
 def fork_run(src:str|Path,   # a stopped or interrupted run directory (its checkpoint_last.pt and records)
              dst:str|Path,   # the new run directory (must not exist)
-             patience:int,   # the new early-stopping patience (≥ the epochs left: no early stop)
+             patience:int,   # the new early-stopping patience, larger than the source's (no early stop at all: > 200)
             )->Path:
-    "Start a new run from another run's last state with another early-stopping patience; the source stays untouched."
+    "Start a new run from another run's last state with a larger early-stopping patience; the source stays untouched."
     src, dst = Path(src), Path(dst)
-    if not (src/'checkpoint_last.pt').is_file(): raise CheckpointError(f"nothing to fork: {src/'checkpoint_last.pt'} does not exist")
-    if dst.exists(): raise DataError(f"{dst} exists: a fork starts a new run directory")
-    ck, cfg = load_checkpoint(src/'checkpoint_last.pt'), json.loads((src/'config.json').read_text())
+    if dist_env()[0] > 1: raise DataError("fork with one process, then continue the fork under torchrun with --resume --run-dir")
+    need = [src/f for f in ('checkpoint_last.pt', 'config.json', 'env.json', 'data.json', 'log.jsonl')]
+    missing = [str(f) for f in need if not f.is_file()]
+    if missing: raise CheckpointError(f"nothing to fork: {', '.join(missing)} missing")
+    if dst.exists(): raise DataError(f"{dst} exists: a fork starts a new run directory (to go on with a fork: --resume --run-dir {dst})")
+    ck, cfg, env = load_checkpoint(need[0]), json.loads(need[1].read_text()), json.loads(need[2].read_text())
     st = ck['state']
     if st['epoch'] >= cfg['epochs']: raise CheckpointError(f"{src} ran all its {cfg['epochs']} epochs: nothing left to train")
-    origin = dict(run=src.name, epoch=st['epoch'], status=st['status'], patience=cfg['patience'])
-    dst.mkdir(parents=True)
+    if patience <= cfg['patience']:
+        raise DataError(f"patience {patience} is not larger than {src}'s {cfg['patience']}: a run with it would have stopped "
+                        f"earlier, so the fork would match no run")
+    if st['best_epoch'] > 0:   # the protocol's test needs the best checkpoint the state names; check it now, not after training
+        best = src/'checkpoint_best.pt'
+        got = load_checkpoint(best).get('epoch') if best.is_file() else None
+        if got != st['best_epoch']: raise CheckpointError(f"{best} holds epoch {got}, the state's best is epoch {st['best_epoch']}")
+    met = json.loads((src/'metrics.json').read_text()) if (src/'metrics.json').is_file() else {}
+    origin = dict(run=src.name, epoch=st['epoch'], status=met.get('status', st['status']), patience=cfg['patience'],
+                  **({'forked_from': cfg['forked_from']} if cfg.get('forked_from') else {}))   # a fork of a fork keeps the chain
+    tmp = dst.with_name(dst.name + '.forking'); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     for f in ('checkpoint_best.pt', 'log.jsonl', 'data.json'):
-        if (src/f).is_file(): shutil.copy2(src/f, dst/f)
-    _write_json(dst/'config.json', dict(cfg, patience=patience, run_dir=str(dst), forked_from=origin))
-    _write_json(dst/'env.json', dict(json.loads((src/'env.json').read_text()), forked_from=origin))
+        if (src/f).is_file(): shutil.copy2(src/f, tmp/f)
+    _write_json(tmp/'config.json', dict(cfg, patience=patience, run_dir=str(dst), forked_from=origin))
+    _write_json(tmp/'env.json', dict(env, forked_from=origin))
     st.update(status='running', complete=False)
-    save_checkpoint(dict(ck, state=st, config=dict(ck.get('config', cfg), patience=patience, run_dir=str(dst))), dst/'checkpoint_last.pt')
+    save_checkpoint(dict(ck, state=st, config=dict(ck.get('config', cfg), patience=patience, run_dir=str(dst))), tmp/'checkpoint_last.pt')
+    tmp.rename(dst)
     return dst
 
 # %% ../nbs/09_train.ipynb #c043
@@ -687,7 +700,7 @@ def _train_parser()->argparse.ArgumentParser:
     g.add_argument('--batch-size', type=int, default=58, help='training batch (default 58)')
     g.add_argument('--eval-batch-size', type=int, default=256, help='val/test batch (default 256; does not change results)')
     g.add_argument('--lr', type=float, default=1e-4, help='peak learning rate (default 1e-4)')
-    g.add_argument('--patience', type=int, default=30, help='early stopping patience in epochs on val loss (default 30)')
+    g.add_argument('--patience', type=int, help='early stopping patience in epochs on val loss (default 30; with --fork-from: required, larger than the source\'s)')
     g.add_argument('--img-size', type=int, default=224, help='input side (default 224; a multiple of 32)')
     g.add_argument('--seed', type=int, default=0, help='seed (default 0)')
     g.add_argument('--eval-every', type=int, default=1, help='validate every N epochs (default 1)')
@@ -704,7 +717,7 @@ def _train_parser()->argparse.ArgumentParser:
     g = p.add_argument_group('run control')
     g.add_argument('--run-dir', help='run directory (default runs/<dataset>-<variant>-<split>-s<seed>)')
     g.add_argument('--resume', action='store_true', help='continue the run in --run-dir from checkpoint_last.pt (its saved options are used)')
-    g.add_argument('--fork-from', metavar='RUN_DIR', help="start the new --run-dir from that (stopped) run's last state with --patience instead of its own, then train on (an ablation; the source stays untouched)")
+    g.add_argument('--fork-from', metavar='RUN_DIR', help="start the new --run-dir from that (stopped) run's last state with a larger --patience, then train on with the source's other options (an ablation; the source stays untouched; one process)")
     g.add_argument('--time-budget-min', type=float, help='stop cleanly at an epoch boundary before this many minutes; the run stays resumable')
     g.add_argument('--device', default='auto', help='cuda, cuda:1, cpu or auto (default)')
     g.add_argument('--workers', type=int, help='image decoding processes (default: up to 8)')
@@ -720,7 +733,7 @@ def main_train(argv:list|None=None)->int:
     ds = a.dataset if a.dataset else (None if a.pack else 'SARS')
     cfg = TrainConfig(dataset=ds, data_root=a.data_root, pack=a.pack, split=a.split, subset=a.subset, variant=a.variant,
                       model_kwargs=mk, epochs=a.epochs, warmup_epochs=a.warmup_epochs, batch_size=a.batch_size,
-                      eval_batch_size=a.eval_batch_size, lr=a.lr, patience=a.patience, img_size=a.img_size, seed=a.seed,
+                      eval_batch_size=a.eval_batch_size, lr=a.lr, patience=30 if a.patience is None else a.patience, img_size=a.img_size, seed=a.seed,
                       bf16=a.bf16, channels_last=a.channels_last, compile=a.compile, compile_backend=a.compile_backend,
                       compile_mode=a.compile_mode, tf32=a.tf32, cudnn_benchmark=a.cudnn_benchmark,
                       deterministic=a.deterministic, antialias=not a.no_antialias, eval_every=a.eval_every,
@@ -728,10 +741,11 @@ def main_train(argv:list|None=None)->int:
                       progress=not a.no_progress)
     try:
         if a.fork_from:
-            if not a.run_dir or a.resume: raise DataError('--fork-from needs --run-dir (the new run) and no --resume')
+            if not a.run_dir or a.resume or a.patience is None:
+                raise DataError('--fork-from needs --run-dir (the new run), --patience (the new one) and no --resume')
             fork_run(a.fork_from, a.run_dir, a.patience); print(f"forked {a.fork_from} into {a.run_dir} (patience {a.patience})")
         m = train(cfg, resume=a.resume or bool(a.fork_from), stop_after_steps=a.kill_after_steps)
-    except (DataError, CheckpointError, KeyError) as e: print(f'msmamba train: {e}', file=sys.stderr); return 2
+    except (DataError, CheckpointError, KeyError, OSError) as e: print(f'msmamba train: {e}', file=sys.stderr); return 2
     except SimulatedKill as e: print(f'msmamba train: {e}', file=sys.stderr); return 3
     if m: print(json.dumps({k: m.get(k) for k in ('complete', 'status', 'OA', 'AUC', 'F1_weighted', 'best_epoch', 'epochs_run')}))
     return 0   # (ranks > 0 of a DDP run return no metrics: rank 0 reports)

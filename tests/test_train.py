@@ -296,14 +296,18 @@ def test_train_cli_fork_from_a_stopped_run(tiny, tmp_path, capsys):
                          '--no-progress', '--device', 'cpu']) == 0
     out = capsys.readouterr().out
     assert 'forked' in out and json.loads(out.strip().splitlines()[-1])['epochs_run'] == 3
-    assert all(torch.equal(a, b) for a, b in zip(_weights(tmp_path/'fork').values(), _weights(tmp_path/'full').values()))
+    wf, wn = _weights(tmp_path/'fork'), _weights(tmp_path/'full')
+    assert wf.keys() == wn.keys() and all(torch.equal(wf[k], wn[k]) for k in wf)
     assert (tmp_path/'stop'/'metrics.json').read_text() == before                                  # the source is untouched
     for extra, why in ((['--run-dir', str(tmp_path/'fork')], 'exists'), ([], 'needs --run-dir'),
                        (['--run-dir', str(tmp_path/'x'), '--resume'], 'no --resume')):
         assert T.main_train(['--fork-from', str(tmp_path/'stop'), '--patience', '9', '--device', 'cpu', *extra]) == 2
         assert why in capsys.readouterr().err
-    assert T.main_train(['--fork-from', str(tmp_path/'none'), '--run-dir', str(tmp_path/'y'), '--device', 'cpu']) == 2
-    assert 'nothing to fork' in capsys.readouterr().err
+    for extra, why in ((['--patience', '9', '--fork-from', str(tmp_path/'none')], 'nothing to fork'),
+                       (['--fork-from', str(tmp_path/'stop')], 'needs --run-dir (the new run), --patience'),
+                       (['--patience', '0', '--fork-from', str(tmp_path/'stop')], 'not larger than')):
+        assert T.main_train(['--run-dir', str(tmp_path/'y'), '--device', 'cpu', *extra]) == 2
+        assert why in capsys.readouterr().err and not (tmp_path/'y').exists()
 
 def test_bench_train_cpu(tmp_path, capsys):
     out = tmp_path/'b.json'
