@@ -325,7 +325,7 @@ def _record_row(v, rec, sizes, results_dir):
         for m in ('OA', 'AUC'):
             row[f'{d}_{m}'] = f"{rec[m]:.2f}" if d == rec['dataset'] else (NOT_RUN_YET if d in OBTAINABLE else NOT_OBTAINABLE)
     row['note'] = (f"evaluation record {rec['name']}.json: n={rec['n_test']}, {rec['split']} split / {rec['part']}, "
-                   f"data {rec['fidelity']}, device {rec['hardware']}" + (f"; {_oa_interval(rec)}" if _oa_interval(rec) else ''))
+                   f"data {rec['fidelity']}, device {rec['hardware']}" + ''.join(f"; {x}" for x in [_oa_interval(rec)] if x))
     return row
 
 def _our_row(v, split, synthetic, sel, sizes, results_dir, protocol=''):
@@ -340,7 +340,7 @@ def _our_row(v, split, synthetic, sel, sizes, results_dir, protocol=''):
         for m in ('OA', 'AUC'):
             row[f'{d}_{m}'] = fmt_cell([r[m] for r in rs]) or (NOT_RUN_YET if d in OBTAINABLE else NOT_OBTAINABLE)
     fid = sorted({r['fidelity'] for r in sel})
-    ci = [_oa_interval(rs[0]) for d in DATASETS for rs in [[r for r in sel if r['dataset'] == d]] if len(rs) == 1]
+    ci = [_oa_interval(rs[0]) for rs in ([r for r in sel if r['dataset'] == d] for d in DATASETS) if len(rs) == 1]   # single-run cells
     row['note'] = (f"params with a {sz['num_classes']}-class head ({sz['source']}); GMACs at 224², scan core excluded"
                    + (f"; data: {', '.join(fid)}" if fid else '') + ''.join(f"; {x}" for x in ci if x)
                    + ('; SYNTHETIC TEST DATA, NOT A RESULT' if synthetic else ''))

@@ -395,6 +395,18 @@ def _batch_bounds(boxes:torch.Tensor, bs:int)->list:
     n = len(boxes)
     return [(int(boxes[i:i + bs, 2].max()), int(boxes[i:i + bs, 3].max())) for i in range(0, n, bs)]
 
+def _load_best(best_p:Path, st:dict, map_location='cpu') -> dict:
+    "The best checkpoint that the run state `st` names (the protocol tests exactly it), or an error saying why not."
+    if not best_p.is_file():   # e.g. a resumed run whose best file was not carried along
+        raise CheckpointError(f"{best_p} is missing, but the run's best val accuracy ({st['best_val_acc']:.4f}) was at epoch "
+                              f"{st['best_epoch']}: the protocol's test (best checkpoint, once) cannot run")
+    best = load_checkpoint(best_p, map_location=map_location)
+    if best.get('epoch') != st['best_epoch']:   # e.g. a resumed run whose best file was not carried along
+        raise CheckpointError(f"{best_p} holds epoch {best.get('epoch')}, but the run's best val accuracy "
+                              f"({st['best_val_acc']:.4f}) was at epoch {st['best_epoch']}: that checkpoint is missing, "
+                              f"so the protocol's test (best checkpoint, once) cannot run")
+    return best
+
 def train(cfg:TrainConfig,              # the run's options
           resume:bool=False,             # continue the run in cfg.run_dir from its checkpoint_last.pt
           data:LoadedData|None=None,     # already-loaded data (default: load as cfg says)
@@ -583,17 +595,10 @@ def train(cfg:TrainConfig,              # the run's options
                    note='stopped on the time budget at an epoch boundary; the test split is evaluated once, when the run '
                         'has ended. Continue with: msmamba train --resume --run-dir ' + str(run))
         _write_json(run/'metrics.json', out); return out
-    if not best_p.is_file() and st['best_epoch'] > 0:   # e.g. a resumed run whose best file was not carried along
-        raise CheckpointError(f"{best_p} is missing, but the run's best val accuracy ({st['best_val_acc']:.4f}) was at epoch "
-                              f"{st['best_epoch']}: the protocol's test (best checkpoint, once) cannot run")
-    if not best_p.is_file():   # stopped before the first validation
+    if not best_p.is_file() and st['best_epoch'] == 0:   # stopped before the first validation
         out = dict(complete=False, status=st['status'], resumable=True, epochs_run=st['epoch'], note='no validation yet')
         _write_json(run/'metrics.json', out); return out
-    best = load_checkpoint(best_p, map_location=device)
-    if best.get('epoch') != st['best_epoch']:   # e.g. a resumed run whose best file was not carried along
-        raise CheckpointError(f"{best_p} holds epoch {best.get('epoch')}, but the run's best val accuracy "
-                              f"({st['best_val_acc']:.4f}) was at epoch {st['best_epoch']}: that checkpoint is missing, "
-                              f"so the protocol's test (best checkpoint, once) cannot run")
+    best = _load_best(best_p, st, device)
     model.load_state_dict(best['model'])
     te = data.splits['test']
     te_x, te_y = eval_resize(te, cfg.img_size).to(device), torch.from_numpy(te.labels).to(device)
@@ -627,10 +632,7 @@ def fork_run(src:str|Path,   # a stopped or interrupted run directory (its check
     if patience <= cfg['patience']:
         raise DataError(f"patience {patience} is not larger than {src}'s {cfg['patience']}: a run with it would have stopped "
                         f"earlier, so the fork would match no run")
-    if st['best_epoch'] > 0:   # the protocol's test needs the best checkpoint the state names; check it now, not after training
-        best = src/'checkpoint_best.pt'
-        got = load_checkpoint(best).get('epoch') if best.is_file() else None
-        if got != st['best_epoch']: raise CheckpointError(f"{best} holds epoch {got}, the state's best is epoch {st['best_epoch']}")
+    if st['best_epoch'] > 0: _load_best(src/'checkpoint_best.pt', st)   # the fork's test will need it: check now, not after training
     met = json.loads((src/'metrics.json').read_text()) if (src/'metrics.json').is_file() else {}
     origin = dict(run=src.name, epoch=st['epoch'], status=met.get('status', st['status']), patience=cfg['patience'],
                   **({'forked_from': cfg['forked_from']} if cfg.get('forked_from') else {}))   # a fork of a fork keeps the chain
@@ -733,7 +735,7 @@ def main_train(argv:list|None=None)->int:
     ds = a.dataset if a.dataset else (None if a.pack else 'SARS')
     cfg = TrainConfig(dataset=ds, data_root=a.data_root, pack=a.pack, split=a.split, subset=a.subset, variant=a.variant,
                       model_kwargs=mk, epochs=a.epochs, warmup_epochs=a.warmup_epochs, batch_size=a.batch_size,
-                      eval_batch_size=a.eval_batch_size, lr=a.lr, patience=30 if a.patience is None else a.patience, img_size=a.img_size, seed=a.seed,
+                      eval_batch_size=a.eval_batch_size, lr=a.lr, patience=TrainConfig.patience if a.patience is None else a.patience, img_size=a.img_size, seed=a.seed,
                       bf16=a.bf16, channels_last=a.channels_last, compile=a.compile, compile_backend=a.compile_backend,
                       compile_mode=a.compile_mode, tf32=a.tf32, cudnn_benchmark=a.cudnn_benchmark,
                       deterministic=a.deterministic, antialias=not a.no_antialias, eval_every=a.eval_every,
