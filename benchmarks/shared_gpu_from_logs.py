@@ -7,8 +7,8 @@ of its run (`env.json`: the first start and each resume, `from_epoch`), whose GP
 the medians, so the choice can be checked against the logs. All ranges must have run on the same GPU model.
 Example (2026-12-06, one H100: seed 0's epochs 80-88 and seed 1's epochs 3-10 ran together, seed 1's 12-35 alone):
   python3 benchmarks/shared_gpu_from_logs.py --shared paper_figures/data/runs/SARS-t-stratified-s0-e200:80-88 \
-     --shared paper_figures/data/logs/train_t_e200_s1_sars_h100_610ed5a:3-10 \
-     --alone paper_figures/data/logs/train_t_e200_s1_sars_h100_610ed5a:12-35 --out paper_figures/data/shared_gpu_h100_610ed5a.json
+     --shared paper_figures/data/runs/SARS-t-stratified-s1-e200:3-10 \
+     --alone paper_figures/data/runs/SARS-t-stratified-s1-e200:12-35 --out paper_figures/data/shared_gpu_h100_610ed5a.json
 """
 import argparse, json, statistics, sys
 from pathlib import Path
