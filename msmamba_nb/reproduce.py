@@ -250,6 +250,23 @@ def _paper_sars(variant='t') -> tuple:
     from msmamba_nb.figures import paper_results, paper_row
     r = paper_row(paper_results(), variant)['results']['SARS']; return r['OA'], r['AUC']
 
+def _selection_lines(run:str|None, rd:Path) -> list:
+    "Card lines: the release's run beside the other finished runs of its protocol, by best val accuracy (the selection rule)."
+    from msmamba_nb.figures import find_runs
+    runs = find_runs(rd) if run and rd.exists() else []
+    me = next((r for r in runs if r['name'] == run), None)
+    if me is None: return []
+    key = lambda r: (r['dataset'], r['variant'], r['split'], r['protocol'])
+    val = lambda r: r['metrics'].get('best_val_acc')
+    peers = [r for r in runs if r['finished'] and not r['synthetic'] and key(r) == key(me)]
+    if len(peers) < 2 or any(val(r) is None for r in peers): return []
+    best = max(peers, key=val)
+    verdict = ("the release's run has the highest best val accuracy of them (chosen on validation, not on test)"
+               if val(me) >= val(best) else f"{best['name']} has a higher best val accuracy than the release's run")
+    return [f"- runs of the same protocol, dataset, variant and split (best val accuracy; test OA / AUC, %): "
+            + '; '.join(f"{r['name']} (seed {r['seed']}): {100*val(r):.2f}; {r['OA']:.2f} / {r['AUC']:.2f}" for r in peers)
+            + f"; {verdict}"]
+
 def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/data') -> str:
     "The Markdown model card of a release, from its meta, its run's metrics and its evaluation records."
     from msmamba_nb.train import load_checkpoint
@@ -272,7 +289,8 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
          f"mean {meta['mean']} and std {meta['std']} (pooled over the training split)",
          f"- classes (label index order): {meta['class_names']}; AUC uses the probability of class 1 ({meta['class_names'][1]})"
          if meta['num_classes'] == 2 else f"- classes: {meta['class_names']}",
-         f"- training run: {run or 'not stated'}" + (f" (commit {rel['commit']})" if rel.get('commit') else ''), "",
+         f"- training run: {run or 'not stated'}" + (f" (commit {rel['commit']})" if rel.get('commit') else ''),
+         *_selection_lines(run, rd), "",
          "## Data and split",
          f"- dataset: {meta.get('dataset')} = the NIH/LHNCBC malaria cell images (the paper's \"SARS\" column)",
          f"- split: {meta.get('split_scheme')} (msmamba_nb.data; stratified = 70/10/20 by class, seed 0, committed CSV; "

@@ -77,6 +77,11 @@ def test_release_is_float16_small_and_loads(tmp_path):
     assert torch.allclose(a, b, atol=0.05)                           # float16 rounding only
 
 
+def test_committed_model_card_is_regenerated_from_the_records():
+    "MODEL_CARD.md says what the release, its run and its evaluation records say now (rewrite: msmamba reproduce --model-card)."
+    assert (REPO/'msmamba_nb'/'assets'/'MODEL_CARD.md').read_text() == R.model_card(R.RELEASED, REPO/'paper_figures'/'data')
+
+
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
     "A synthetic SARS folder and an untrained t release at 64² (test fixtures, not results)."
