@@ -11,6 +11,7 @@ import importlib, sys
 # %% ../nbs/12_cli.ipynb #c005
 COMMANDS = {  # name: (module, function, one-line help)
     'reproduce':  ('reproduce', 'main_reproduce', "the main job: evaluate the released model, regenerate paper_figures"),
+    'predict':    ('reproduce', 'main_predict', "classify your own images with the released model (CSV of probabilities)"),
     'train':      ('train', 'main_train', "train a model with the paper's protocol (resumable)"),
     'eval':       ('train', 'main_eval', "evaluate a checkpoint on a dataset split"),
     'pack':       ('data', 'main_pack', "build a compact, hashed pack of a dataset for the GPU machine"),

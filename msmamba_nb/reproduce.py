@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['ASSETS', 'DATA_KEYS', 'RELEASE_FORMAT', 'RELEASED', 'SAMPLE_PACK', 'CI_SUBSET', 'FP16_MAX', 'oa_auc',
            'compare_metrics', 'export_release', 'load_release', 'files_sha256', 'predict', 'evaluate_release',
-           'environment', 'eval_record', 'write_record', 'check_released', 'cross_device_check', 'model_card',
-           'write_model_card', 'table1_sars_lines', 'main_reproduce']
+           'environment', 'eval_record', 'write_record', 'check_released', 'cross_device_check', 'image_files',
+           'classify', 'main_predict', 'model_card', 'write_model_card', 'table1_sars_lines', 'main_reproduce']
 
 # %% ../nbs/10_reproduce.ipynb #c003
 import argparse, csv, hashlib, json, os, sys, time
@@ -244,6 +244,66 @@ def cross_device_check(record_path:str|Path,          # an eval record whose `_p
                 record_device=rec.get('device'), record_hardware=rec.get('environment', {}).get('hardware'),
                 here_device=str(device), here_environment=environment(), data=_data_str(rec['data']))
 
+# %% ../nbs/10_reproduce.ipynb #c026b
+def image_files(paths:list,  # image files and/or folders (searched recursively)
+               ) -> list:    # sorted list of Paths, folders expanded
+    "The image files that `paths` name: files as given, folders searched for IMG_EXTS suffixes; an error for what is missing or empty."
+    from msmamba_nb.data import DataError, IMG_EXTS
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob('*') if f.is_file() and f.suffix.lower() in IMG_EXTS)
+            if not found: raise DataError(f"no image files ({'/'.join(IMG_EXTS)}) under {p}")
+            out += found
+        elif p.is_file(): out.append(p)
+        else: raise DataError(f"no such file or folder: {p}")
+    if not out: raise DataError('no images given')
+    return out
+
+def classify(paths:list,                      # image files and/or folders
+             checkpoint:str|Path=RELEASED,    # release (or training checkpoint)
+             device:str='cpu', batch_size:int=64, progress:bool=False,
+            ) -> dict:                        # files, class_names, probs (n, K), predicted class names
+    "Class probabilities of a release for image files, with the evaluation's preprocessing."
+    from msmamba_nb.data import ImageSet, decode_all
+    files = image_files(paths)
+    model, meta, _ = load_release(checkpoint, device)
+    imgs = decode_all([str(f) for f in files], progress=progress, desc='decode')
+    s = ImageSet.from_arrays(imgs, np.zeros(len(imgs), dtype=np.int64), [str(f) for f in files])
+    probs = predict(model, s, meta, device, batch_size, progress=progress)
+    names = list(meta['class_names'])
+    return dict(files=[str(f) for f in files], class_names=names, probs=probs, predicted=[names[i] for i in probs.argmax(1)])
+
+# %% ../nbs/10_reproduce.ipynb #c026f
+def main_predict(argv:list|None=None) -> int:
+    "CLI: `msmamba predict IMAGES_OR_FOLDERS...`: class probabilities of the released model as CSV."
+    from msmamba_nb.data import DataError
+    ap = argparse.ArgumentParser(prog='msmamba predict', formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Classify your own images with the released Ms-Mamba-t (or another checkpoint): one CSV row per\n"
+                    "image, the predicted class and a probability per class. Images are resized to the checkpoint's size\n"
+                    "and normalised as in evaluation. The release was trained on single-cell crops of thin blood smears\n"
+                    "(NIH malaria set); it is a research model, not a diagnostic device.",
+        epilog="examples:\n  msmamba predict cell1.png cell2.png\n  msmamba predict my_cells/ --out predictions.csv")
+    ap.add_argument('paths', nargs='+', help='image files and/or folders (searched recursively for png/jpg/jpeg/webp/bmp/tif)')
+    ap.add_argument('--checkpoint', default=str(RELEASED), help='release or training checkpoint (default: the bundled release)')
+    ap.add_argument('--out', help='CSV file to write (default: standard output); an existing file is not overwritten')
+    ap.add_argument('--device', default='cpu', help='cpu (default), cuda or auto')
+    ap.add_argument('--batch-size', type=int, default=64, help='images per forward pass (default 64)')
+    a = ap.parse_args(argv)
+    if a.out and Path(a.out).exists(): print(f"msmamba predict: {a.out} exists; not overwriting it", file=sys.stderr); return 2
+    from msmamba_nb.train import resolve_device
+    try: r = classify(a.paths, a.checkpoint, resolve_device(a.device), a.batch_size, progress=bool(a.out))
+    except (DataError, FileNotFoundError) as e: print(f"msmamba predict: {e}", file=sys.stderr); return 2
+    f = open(a.out, 'w', newline='') if a.out else sys.stdout
+    try:
+        w = csv.writer(f)
+        w.writerow(['file', 'predicted'] + [f'prob_{c}' for c in r['class_names']])
+        for fn, pc, p in zip(r['files'], r['predicted'], r['probs']): w.writerow([fn, pc] + [f'{x:.6f}' for x in p])
+    finally:
+        if a.out: f.close()
+    if a.out: print(f"wrote {len(r['files'])} predictions to {a.out}", file=sys.stderr)
+    return 0
+
 # %% ../nbs/10_reproduce.ipynb #c028
 def _paper_sars(variant='t') -> tuple:
     "The paper's Table I SARS (OA, AUC) for a variant."
@@ -290,7 +350,9 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
          f"- classes (label index order): {meta['class_names']}; AUC uses the probability of class 1 ({meta['class_names'][1]})"
          if meta['num_classes'] == 2 else f"- classes: {meta['class_names']}",
          f"- training run: {run or 'not stated'}" + (f" (commit {rel['commit']})" if rel.get('commit') else ''),
-         *_selection_lines(run, rd), "",
+         *_selection_lines(run, rd),
+         f"- use: `msmamba predict IMAGES_OR_FOLDERS --checkpoint path/to/{Path(release).name}` (a CSV of class probabilities; "
+         "without `--checkpoint`, the bundled release), or `msmamba_nb.reproduce.classify` / `load_release` from Python", "",
          "## Data and split",
          f"- dataset: {meta.get('dataset')} = the NIH/LHNCBC malaria cell images (the paper's \"SARS\" column)",
          f"- split: {meta.get('split_scheme')} (msmamba_nb.data; stratified = 70/10/20 by class, seed 0, committed CSV; "

@@ -1,5 +1,5 @@
 "Tests of msmamba_nb.reproduce: predictions I/O, the record comparison, the main job's messages, and the CI re-check of the released checkpoint."
-import json, re
+import csv, json, re
 from pathlib import Path
 import numpy as np
 import pytest
@@ -138,6 +138,24 @@ def test_released_checkpoint_matches_its_record(record, request):
         pytest.skip(f"{record.name}: {n} images (~{n/4.3/60:.0f} min on one core); run with --runslow")
     res = R.check_released(record, data_root=default_data_root(REPO))
     assert res['ok'], '\n'.join(res['lines'])
+
+
+def test_predict_cli_on_real_cells_matches_the_committed_evaluation(tmp_path, capsys):
+    "`msmamba predict` on 8 real test cells (q95 files) gives the probabilities the committed q95 evaluation recorded for them."
+    rec = REPO/'paper_figures'/'data'/'eval_t_sars_q95_cpu.json'
+    why = _data_for(rec)
+    if why: pytest.skip(why)
+    probs, _, files = R.load_predictions(rec.with_name(json.loads(rec.read_text())['predictions']))
+    pick = [0, 1, 2, 3, len(files) - 4, len(files) - 3, len(files) - 2, len(files) - 1]   # both classes (sorted by file)
+    sars = default_data_root(REPO)/'sars'
+    out = tmp_path/'p.csv'
+    assert R.main_predict([str(sars/files[i]) for i in pick] + ['--out', str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r['file'] for r in rows] == [str(sars/files[i]) for i in pick]   # files keep the order given
+    want = {str(sars/files[i]): probs[i] for i in pick}
+    for r in rows:
+        assert abs(float(r['prob_Parasitized']) - want[r['file']][0]) < 2e-6 and abs(float(r['prob_Uninfected']) - want[r['file']][1]) < 2e-6
+        assert r['predicted'] == CLASSES[int(want[r['file']].argmax())]
 
 
 def test_without_data_falls_back_to_the_sample_loudly(tiny, tmp_path, monkeypatch, capsys):
