@@ -246,61 +246,89 @@ def cross_device_check(record_path:str|Path,          # an eval record whose `_p
 
 # %% ../nbs/10_reproduce.ipynb #c026b
 def image_files(paths:list,  # image files and/or folders (searched recursively)
-               ) -> list:    # sorted list of Paths, folders expanded
-    "The image files that `paths` name: files as given, folders searched for IMG_EXTS suffixes; an error for what is missing or empty."
-    from msmamba_nb.data import DataError, IMG_EXTS
-    out = []
+               ) -> list:    # Paths: named files in the order given, each folder's images sorted, in place of the folder
+    "The image files that `paths` name (hidden ones in folders skipped); an error for a missing path, an empty folder or a repeat."
+    from msmamba_nb.data import DataError, IMG_EXTS, _image_files
+    out, seen = [], {}
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob('*') if f.is_file() and f.suffix.lower() in IMG_EXTS)
+            found = [p/f for f in _image_files(p) if not any(part.startswith('.') for part in Path(f).parts)]
             if not found: raise DataError(f"no image files ({'/'.join(IMG_EXTS)}) under {p}")
-            out += found
-        elif p.is_file(): out.append(p)
+        elif p.is_file(): found = [p]
         else: raise DataError(f"no such file or folder: {p}")
+        for f in found:
+            k = f.resolve()
+            if k in seen: raise DataError(f"{f} is given twice (also as {seen[k]}): name each image once")
+            seen[k] = f; out.append(f)
     if not out: raise DataError('no images given')
     return out
 
 def classify(paths:list,                      # image files and/or folders
              checkpoint:str|Path=RELEASED,    # release (or training checkpoint)
-             device:str='cpu', batch_size:int=64, progress:bool=False,
+             device:str='cpu',                # where the model runs
+             batch_size:int=64,               # images per forward pass
+             chunk:int=512,                   # images decoded (and held in memory) at a time
+             progress:bool=False,             # show progress bars
             ) -> dict:                        # files, class_names, probs (n, K), predicted class names
-    "Class probabilities of a release for image files, with the evaluation's preprocessing."
+    "Class probabilities of a release for image files, with the evaluation's preprocessing, a chunk of images at a time."
     from msmamba_nb.data import ImageSet, decode_all
-    files = image_files(paths)
+    from tqdm.auto import tqdm
+    files = [str(f) for f in image_files(paths)]
     model, meta, _ = load_release(checkpoint, device)
-    imgs = decode_all([str(f) for f in files], progress=progress, desc='decode')
-    s = ImageSet.from_arrays(imgs, np.zeros(len(imgs), dtype=np.int64), [str(f) for f in files])
-    probs = predict(model, s, meta, device, batch_size, progress=progress)
-    names = list(meta['class_names'])
-    return dict(files=[str(f) for f in files], class_names=names, probs=probs, predicted=[names[i] for i in probs.argmax(1)])
+    probs = []
+    for i in tqdm(range(0, len(files), chunk), disable=not progress, desc='classify', unit='chunk'):
+        part = files[i:i + chunk]
+        s = ImageSet.from_arrays(decode_all(part), np.zeros(len(part), dtype=np.int64), part)
+        probs.append(predict(model, s, meta, device, batch_size))
+    probs = np.concatenate(probs); names = list(meta['class_names'])
+    return dict(files=files, class_names=names, probs=probs, predicted=[names[i] for i in probs.argmax(1)])
 
 # %% ../nbs/10_reproduce.ipynb #c026f
-def main_predict(argv:list|None=None) -> int:
+def _positive_int(s:str) -> int:
+    "argparse type: an integer ≥ 1."
+    v = int(s)
+    if v < 1: raise argparse.ArgumentTypeError(f"{s} is not a positive integer")
+    return v
+
+def main_predict(argv:list|None=None, # arguments after `msmamba predict`; default sys.argv[1:]
+                ) -> int:             # exit status: 0 done, 2 bad input (one line on stderr says which)
     "CLI: `msmamba predict IMAGES_OR_FOLDERS...`: class probabilities of the released model as CSV."
-    from msmamba_nb.data import DataError
+    from msmamba_nb.data import DataError, IMG_EXTS
+    from msmamba_nb.train import CheckpointError, resolve_device
     ap = argparse.ArgumentParser(prog='msmamba predict', formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Classify your own images with the released Ms-Mamba-t (or another checkpoint): one CSV row per\n"
                     "image, the predicted class and a probability per class. Images are resized to the checkpoint's size\n"
                     "and normalised as in evaluation. The release was trained on single-cell crops of thin blood smears\n"
                     "(NIH malaria set); it is a research model, not a diagnostic device.",
         epilog="examples:\n  msmamba predict cell1.png cell2.png\n  msmamba predict my_cells/ --out predictions.csv")
-    ap.add_argument('paths', nargs='+', help='image files and/or folders (searched recursively for png/jpg/jpeg/webp/bmp/tif)')
+    ap.add_argument('paths', nargs='+', help=f"image files (any suffix) and/or folders (searched recursively for "
+                                             f"{'/'.join(e[1:] for e in IMG_EXTS)}; hidden files skipped)")
     ap.add_argument('--checkpoint', default=str(RELEASED), help='release or training checkpoint (default: the bundled release)')
-    ap.add_argument('--out', help='CSV file to write (default: standard output); an existing file is not overwritten')
-    ap.add_argument('--device', default='cpu', help='cpu (default), cuda or auto')
-    ap.add_argument('--batch-size', type=int, default=64, help='images per forward pass (default 64)')
+    ap.add_argument('--out', help='CSV file to create (default: standard output); it must not exist yet')
+    ap.add_argument('--device', default='auto', help='auto (default: cuda when available), cpu, cuda or cuda:N')
+    ap.add_argument('--batch-size', type=_positive_int, default=64, help='images per forward pass (default 64)')
     a = ap.parse_args(argv)
-    if a.out and Path(a.out).exists(): print(f"msmamba predict: {a.out} exists; not overwriting it", file=sys.stderr); return 2
-    from msmamba_nb.train import resolve_device
-    try: r = classify(a.paths, a.checkpoint, resolve_device(a.device), a.batch_size, progress=bool(a.out))
-    except (DataError, FileNotFoundError) as e: print(f"msmamba predict: {e}", file=sys.stderr); return 2
-    f = open(a.out, 'w', newline='') if a.out else sys.stdout
+    def fail(msg): print(f"msmamba predict: {msg}", file=sys.stderr); return 2
+    try: dev = resolve_device(a.device)
+    except RuntimeError as e: return fail(f"--device {a.device}: {e}")
+    if dev.type == 'cuda' and not torch.cuda.is_available(): return fail(f"--device {a.device}: CUDA is not available here")
+    if not a.out and sys.stdout is None: return fail("standard output is closed: give --out FILE")
+    try: f = open(a.out, 'x', newline='') if a.out else sys.stdout   # created now: no work is done for an --out that fails
+    except OSError as e: return fail(f"--out {a.out}: {e.strerror or e}")
+    ok = False
     try:
+        r = classify(a.paths, a.checkpoint, dev, a.batch_size, progress=bool(a.out) or sys.stderr.isatty())
         w = csv.writer(f)
         w.writerow(['file', 'predicted'] + [f'prob_{c}' for c in r['class_names']])
         for fn, pc, p in zip(r['files'], r['predicted'], r['probs']): w.writerow([fn, pc] + [f'{x:.6f}' for x in p])
+        f.flush(); ok = True
+    except (DataError, CheckpointError, FileNotFoundError) as e: return fail(e)
+    except BrokenPipeError:   # e.g. `msmamba predict ... | head`: the reader left; the standard recipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); return 1
     finally:
-        if a.out: f.close()
+        if a.out:
+            f.close()
+            if not ok: Path(a.out).unlink(missing_ok=True)
     if a.out: print(f"wrote {len(r['files'])} predictions to {a.out}", file=sys.stderr)
     return 0
 
@@ -310,21 +338,31 @@ def _paper_sars(variant='t') -> tuple:
     from msmamba_nb.figures import paper_results, paper_row
     r = paper_row(paper_results(), variant)['results']['SARS']; return r['OA'], r['AUC']
 
-def _selection_lines(run:str|None, rd:Path) -> list:
-    "Card lines: the release's run beside the other finished runs of its protocol, by best val accuracy (the selection rule)."
+def _measured_runs(results_dir) -> list:
+    "The finished, non-synthetic runs committed under `results_dir` (found by figures.find_runs)."
     from msmamba_nb.figures import find_runs
-    runs = find_runs(rd) if run and rd.exists() else []
+    return [r for r in (find_runs(results_dir) if Path(results_dir).exists() else []) if r['finished'] and not r['synthetic']]
+
+def _selection_lines(run:str|None,  # the release's training run (its directory name), if the release names one
+                     rd:Path,       # results folder with runs/
+                    ) -> list:      # zero or one Markdown list line
+    "Card lines: the release's run beside the other finished runs of its protocol, by best val accuracy (the selection rule)."
+    runs = _measured_runs(rd) if run else []
     me = next((r for r in runs if r['name'] == run), None)
     if me is None: return []
     key = lambda r: (r['dataset'], r['variant'], r['split'], r['protocol'])
     val = lambda r: r['metrics'].get('best_val_acc')
-    peers = [r for r in runs if r['finished'] and not r['synthetic'] and key(r) == key(me)]
-    if len(peers) < 2 or any(val(r) is None for r in peers): return []
-    best = max(peers, key=val)
-    verdict = ("the release's run has the highest best val accuracy of them (chosen on validation, not on test)"
-               if val(me) >= val(best) else f"{best['name']} has a higher best val accuracy than the release's run")
+    peers = [r for r in runs if key(r) == key(me)]
+    if len(peers) < 2: return []
+    known = [r for r in peers if val(r) is not None]
+    best = max(known, key=val) if val(me) is not None else None
+    verdict = ("no best val accuracy recorded for the release's run" if best is None else
+               "the release's run has the highest best val accuracy of them (chosen on validation, not on test)" if val(me) > max([val(r) for r in known if r is not me], default=-1) else
+               "the release's run ties for the highest best val accuracy" if val(me) == val(best) else
+               f"{best['name']} has a higher best val accuracy than the release's run")
+    fmt = lambda r: f"{100*val(r):.2f}" if val(r) is not None else "?"
     return [f"- runs of the same protocol, dataset, variant and split (best val accuracy; test OA / AUC, %): "
-            + '; '.join(f"{r['name']} (seed {r['seed']}): {100*val(r):.2f}; {r['OA']:.2f} / {r['AUC']:.2f}" for r in peers)
+            + '; '.join(f"{r['name']} (seed {r['seed']}): {fmt(r)}; {r['OA']:.2f} / {r['AUC']:.2f}" for r in peers)
             + f"; {verdict}"]
 
 def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/data') -> str:
@@ -351,8 +389,8 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
          if meta['num_classes'] == 2 else f"- classes: {meta['class_names']}",
          f"- training run: {run or 'not stated'}" + (f" (commit {rel['commit']})" if rel.get('commit') else ''),
          *_selection_lines(run, rd),
-         f"- use: `msmamba predict IMAGES_OR_FOLDERS --checkpoint path/to/{Path(release).name}` (a CSV of class probabilities; "
-         "without `--checkpoint`, the bundled release), or `msmamba_nb.reproduce.classify` / `load_release` from Python", "",
+         "- use: `msmamba predict IMAGES_OR_FOLDERS` (a CSV of class probabilities; the bundled release unless "
+         "`--checkpoint FILE` names another), or `msmamba_nb.reproduce.classify` / `load_release` from Python", "",
          "## Data and split",
          f"- dataset: {meta.get('dataset')} = the NIH/LHNCBC malaria cell images (the paper's \"SARS\" column)",
          f"- split: {meta.get('split_scheme')} (msmamba_nb.data; stratified = 70/10/20 by class, seed 0, committed CSV; "
@@ -406,7 +444,7 @@ def table1_sars_lines(res:dict|None,            # evaluate_release result, or No
                       results_dir='paper_figures/data', # committed runs
                       variant:str='t') -> list:
     "Text lines: the paper's SARS OA/AUC for `variant`, the release evaluated now, our committed runs."
-    from msmamba_nb.figures import find_runs, fmt_cell
+    from msmamba_nb.figures import fmt_cell
     poa, pauc = _paper_sars(variant)
     lines = [f"Table I, SARS column (OA / AUC, %), Ms-Mamba-{variant}:",
              f"  {'paper (arXiv 2409.07896, Table I)':62s} {poa:6.2f} / {pauc:6.2f}"]
@@ -415,8 +453,7 @@ def table1_sars_lines(res:dict|None,            # evaluate_release result, or No
         lines.append(f"  {'released checkpoint, evaluated now':62s} {res['OA']:6.2f} / {res['AUC']:6.2f}   "
                      f"[{res['device']}; {_data_str(d)}, n={d['n_images']}]")
     else: lines.append(f"  {'released checkpoint, evaluated now':62s} not evaluated (see above)")
-    runs = [r for r in (find_runs(results_dir) if Path(results_dir).exists() else [])
-            if r['finished'] and r['variant'] == variant and r['dataset'] == 'SARS' and not r['synthetic']]
+    runs = [r for r in _measured_runs(results_dir) if r['variant'] == variant and r['dataset'] == 'SARS']
     for split, proto in sorted({(r['split'], r['protocol']) for r in runs}):   # one line per split and protocol, as Table I
         sel = [r for r in runs if (r['split'], r['protocol']) == (split, proto)]
         lines.append(f"  {f'our runs: {split} split, ' + (proto or 'paper protocol (200-epoch schedule)'):62s} "
