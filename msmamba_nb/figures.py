@@ -7,7 +7,7 @@ __all__ = ['DATASETS', 'DATASET_TITLES', 'NOT_OBTAINABLE', 'NOT_RUN_YET', 'OBTAI
            'OWNER_PLOTS', 'paper_results', 'paper_row', 'canonical_dataset', 'canonical_split', 'pct', 'read_log',
            'run_protocol', 'read_run', 'find_runs', 'read_eval_record', 'find_eval_records', 'write_synthetic_results',
            'model_size', 'write_model_size', 'mean_std', 'fmt_cell', 'wilson_interval', 'table1', 'table1_markdown',
-           'write_table1_csv', 'fig_table1', 'fig_curves', 'seed_groups', 'fig_seeds', 'schedule_groups',
+           'write_table1_csv', 'fig_table1', 'fig_curves', 'group_key', 'seed_groups', 'fig_seeds', 'schedule_groups',
            'fig_schedule', 'fig_confusion_roc', 'fig_radar', 'fig_scatter', 'fig_bench', 'radar_ours', 'make_all',
            'main_figures']
 
@@ -412,11 +412,15 @@ def fig_curves(run:dict) -> Figure:
     return fig
 
 # %% ../nbs/11_figures.ipynb #c032
+def group_key(r:dict) -> tuple:  # a run from read_run
+    "(dataset, variant, split, protocol): runs with the same key differ only in the seed (and implementation options)."
+    return r['dataset'], r['variant'], r['split'], r['protocol']
+
 def seed_groups(runs:list) -> dict:
-    "Runs grouped by (dataset, variant, split, protocol) when the group has two or more seeds."
+    "Runs grouped by `group_key` when the group has two or more seeds."
     g = {}
     for r in runs:
-        if r['log'] and r['seed'] is not None: g.setdefault((r['dataset'], r['variant'], r['split'], r['protocol']), []).append(r)
+        if r['log'] and r['seed'] is not None: g.setdefault(group_key(r), []).append(r)
     return {k: sorted(v, key=lambda r: r['seed']) for k, v in g.items() if len({r['seed'] for r in v}) > 1}
 
 def fig_seeds(group:list) -> Figure:

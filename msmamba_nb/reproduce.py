@@ -347,19 +347,19 @@ def _selection_lines(run:str|None,  # the release's training run (its directory 
                      rd:Path,       # results folder with runs/
                     ) -> list:      # zero or one Markdown list line
     "Card lines: the release's run beside the other finished runs of its protocol, by best val accuracy (the selection rule)."
+    from msmamba_nb.figures import group_key
     runs = _measured_runs(rd) if run else []
     me = next((r for r in runs if r['name'] == run), None)
     if me is None: return []
-    key = lambda r: (r['dataset'], r['variant'], r['split'], r['protocol'])
-    val = lambda r: r['metrics'].get('best_val_acc')
-    peers = [r for r in runs if key(r) == key(me)]
+    peers = [r for r in runs if group_key(r) == group_key(me)]
     if len(peers) < 2: return []
-    known = [r for r in peers if val(r) is not None]
-    best = max(known, key=val) if val(me) is not None else None
-    verdict = ("no best val accuracy recorded for the release's run" if best is None else
-               "the release's run has the highest best val accuracy of them (chosen on validation, not on test)" if val(me) > max([val(r) for r in known if r is not me], default=-1) else
-               "the release's run ties for the highest best val accuracy" if val(me) == val(best) else
-               f"{best['name']} has a higher best val accuracy than the release's run")
+    val = lambda r: r['metrics'].get('best_val_acc')
+    others = [r for r in peers if r is not me and val(r) is not None]
+    best = max(others, key=val, default=None)
+    if val(me) is None: verdict = "no best val accuracy recorded for the release's run"
+    elif best is None or val(me) > val(best): verdict = "the release's run has the highest best val accuracy of them (chosen on validation, not on test)"
+    elif val(me) == val(best): verdict = "the release's run ties for the highest best val accuracy"
+    else: verdict = f"{best['name']} has a higher best val accuracy than the release's run"
     fmt = lambda r: f"{100*val(r):.2f}" if val(r) is not None else "?"
     return [f"- runs of the same protocol, dataset, variant and split (best val accuracy; test OA / AUC, %): "
             + '; '.join(f"{r['name']} (seed {r['seed']}): {fmt(r)}; {r['OA']:.2f} / {r['AUC']:.2f}" for r in peers)
@@ -444,7 +444,7 @@ def table1_sars_lines(res:dict|None,            # evaluate_release result, or No
                       results_dir='paper_figures/data', # committed runs
                       variant:str='t') -> list:
     "Text lines: the paper's SARS OA/AUC for `variant`, the release evaluated now, our committed runs."
-    from msmamba_nb.figures import fmt_cell
+    from msmamba_nb.figures import fmt_cell, group_key
     poa, pauc = _paper_sars(variant)
     lines = [f"Table I, SARS column (OA / AUC, %), Ms-Mamba-{variant}:",
              f"  {'paper (arXiv 2409.07896, Table I)':62s} {poa:6.2f} / {pauc:6.2f}"]
@@ -454,8 +454,8 @@ def table1_sars_lines(res:dict|None,            # evaluate_release result, or No
                      f"[{res['device']}; {_data_str(d)}, n={d['n_images']}]")
     else: lines.append(f"  {'released checkpoint, evaluated now':62s} not evaluated (see above)")
     runs = [r for r in _measured_runs(results_dir) if r['variant'] == variant and r['dataset'] == 'SARS']
-    for split, proto in sorted({(r['split'], r['protocol']) for r in runs}):   # one line per split and protocol, as Table I
-        sel = [r for r in runs if (r['split'], r['protocol']) == (split, proto)]
+    for key in sorted({group_key(r) for r in runs}):   # one line per split and protocol, as Table I
+        sel = [r for r in runs if group_key(r) == key]; split, proto = key[2:]
         lines.append(f"  {f'our runs: {split} split, ' + (proto or 'paper protocol (200-epoch schedule)'):62s} "
                      f"{fmt_cell([r['OA'] for r in sel])} / {fmt_cell([r['AUC'] for r in sel])}")
     if not runs: lines.append(f"  {'our training runs':62s} none committed under {results_dir}")
