@@ -8,11 +8,12 @@ __all__ = ['CKPT_FORMAT', 'RESUME_OVERRIDES', 'LEGACY_DEFAULTS', 'RELEASED_REFER
            'ToyNet', 'build_model', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint',
            'file_sha256', 'git_commit', 'portable_argv', 'environment_info', 'seed_everything', 'rng_state',
            'set_rng_state', 'resolve_device', 'dist_env', 'TrainConfig', 'save_predictions', 'load_predictions',
-           'evaluate', 'SimulatedKill', 'train', 'fork_run', 'evaluate_checkpoint', 'main_train', 'main_eval',
-           'bench_setup', 'bench_config', 'main_bench_train']
+           'evaluate', 'compile_cache_file', 'load_compile_cache', 'save_compile_cache', 'compile_cache_counts',
+           'compiled_step_report', 'SimulatedKill', 'train', 'fork_run', 'evaluate_checkpoint', 'main_train',
+           'main_eval', 'bench_setup', 'bench_config', 'main_bench_train']
 
 # %% ../nbs/09_train.ipynb #c003
-import argparse, hashlib, json, math, os, platform, random, shutil, subprocess, sys, time, datetime
+import argparse, hashlib, json, math, os, platform, random, re, shutil, subprocess, sys, time, datetime
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 import numpy as np
@@ -286,6 +287,7 @@ class TrainConfig:
     compile: bool = False          # torch.compile the model
     compile_backend: str = 'inductor'
     compile_mode: str|None = None
+    compile_cache: str|None = None # folder of compile caches (compile_cache_file): loaded before compiling, written after
     tf32: bool = False             # TF32 matmuls/convolutions in fp32
     cudnn_benchmark: bool = False
     deterministic: bool = False    # cudnn.deterministic + deterministic algorithms (slower)
@@ -316,7 +318,7 @@ def _check_same_data(run:Path, data, mean, std):
     if diff: raise DataError(f"{run}: cannot resume on other data than the run started with ({', '.join(diff)} differ from "
                              f"{run/'data.json'}); pass the same --pack/--data-root")
 
-RESUME_OVERRIDES = ('time_budget_min', 'progress', 'device', 'workers', 'data_root', 'pack', 'run_dir')  # taken from the resuming call
+RESUME_OVERRIDES = ('time_budget_min', 'progress', 'device', 'workers', 'data_root', 'pack', 'run_dir', 'compile_cache')  # taken from the resuming call
 LEGACY_DEFAULTS = dict(round_crops=False)   # what a config.json written before a field existed means by its absence
 
 # %% ../nbs/09_train.ipynb #c031
@@ -374,6 +376,56 @@ def evaluate(model:nn.Module,        # the model (eval mode is set here)
         probs.append(logits.softmax(1).double().cpu())
     n = max(len(y), 1)
     return dict(loss=float(loss) / n, acc=float(correct) / n, probs=torch.cat(probs).numpy() if probs else np.zeros((0, 0)))
+
+# %% ../nbs/09_train.ipynb #cc02
+def compile_cache_file(folder:str|Path,    # the cache folder, e.g. runs/compile_cache
+                       cfg:TrainConfig,     # the run's options: what shapes the compiled step
+                       num_classes:int,     # classes of the model's head
+                       device:torch.device, # where it trains
+                      )->Path:              # folder/<key>.bin
+    "The compile-cache file of a run: one per device model, torch version and compiled graph (model, batch, size, layout, precision, mode)."
+    dev = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu-{platform.machine()}'
+    mk = hashlib.sha256(json.dumps(cfg.model_kwargs, sort_keys=True).encode()).hexdigest()[:8] if cfg.model_kwargs else 'default'
+    key = [dev, f'torch{torch.__version__}', cfg.variant, f'{num_classes}cls', mk, f'b{cfg.batch_size}x{cfg.world_size}',
+           f'{cfg.img_size}px', 'cl' if cfg.channels_last else 'cf', 'bf16' if cfg.bf16 else 'fp32', cfg.compile_backend,
+           cfg.compile_mode or 'default']
+    return Path(folder)/(re.sub(r'[^A-Za-z0-9.+-]+', '_', '-'.join(map(str, key))) + '.bin')
+
+def load_compile_cache(path:Path)->str:
+    "Load a saved compile cache into torch; returns what happened (a missing or unreadable file only means compiling afresh)."
+    if not path.is_file(): return f'compile cache: no {path} yet, compiling afresh'
+    try: info = torch.compiler.load_cache_artifacts(path.read_bytes())   # unreadable bytes: torch warns, returns None
+    except Exception as e: info = f'{type(e).__name__}: {e}'
+    if not hasattr(info, 'artifacts'): return f'compile cache: cannot load {path} ({info or "torch could not read it"}), compiling afresh'
+    return f'compile cache: {sum(map(len, info.artifacts.values()))} artifacts loaded from {path}'
+
+def save_compile_cache(path:Path)->str:
+    "Write what this process compiled, or loaded and used, to `path` (atomically); returns what happened."
+    art = torch.compiler.save_cache_artifacts()
+    if art is None: return f'compile cache: nothing to write to {path} (backend without cache artifacts)'
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + '.tmp'); tmp.write_bytes(art[0]); os.replace(tmp, path)
+    except OSError as e: return f'compile cache: cannot write {path} ({e}); the run goes on'
+    return f'compile cache: {len(art[0]) / 2**20:.2f} MiB written to {path}'
+
+def compile_cache_counts()->dict:
+    "torch's compile-cache hit and miss counters so far in this process (FX graphs and AOT autograd)."
+    from torch._dynamo.utils import counters
+    return {k: counters[g][k] for g, k in (('inductor', 'fxgraph_cache_hit'), ('inductor', 'fxgraph_cache_miss'),
+                                           ('aot_autograd', 'autograd_cache_hit'), ('aot_autograd', 'autograd_cache_miss'))}
+
+def compiled_step_report(t0:float,            # time.time() before the step
+                         before:dict,         # compile_cache_counts() before the step
+                         device:torch.device,
+                        )->str:
+    "One line: how long the first compiled step took and the cache hits and misses it had."
+    if device.type == 'cuda': torch.cuda.synchronize(device)
+    d = {k: v - before[k] for k, v in compile_cache_counts().items()}
+    return (f"first compiled step: {time.time() - t0:.1f} s (FX graph cache {d['fxgraph_cache_hit']} hits, "
+            f"{d['fxgraph_cache_miss']} misses; AOT autograd cache {d['autograd_cache_hit']} hits, "
+            f"{d['autograd_cache_miss']} misses)")
+
 
 # %% ../nbs/09_train.ipynb #c037
 class SimulatedKill(RuntimeError):
@@ -486,6 +538,9 @@ def train(cfg:TrainConfig,              # the run's options
     # compiled: one shape only, the full training batch (each compile costs minutes on the GPU host); the shorter last
     # batch of an epoch and all evaluation run eagerly through the same parameters, so a run (or a resume) compiles once
     fwd = torch.compile(net, backend=cfg.compile_backend, mode=cfg.compile_mode, dynamic=False) if cfg.compile else net
+    cache_p = compile_cache_file(cfg.compile_cache, cfg, K, device) if cfg.compile and cfg.compile_cache else None
+    if cache_p is not None: print(load_compile_cache(cache_p), file=sys.stderr)
+    first_compiled = cfg.compile   # the first full batch of this process compiles (or loads) the step: timed and reported
     # evaluation (rank 0 alone) goes through `model`: eager, and never through the DDP wrapper (no collectives)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     bs, n_tr = cfg.batch_size, len(tr)
@@ -538,6 +593,7 @@ def train(cfg:TrainConfig,              # the run's options
             x = normalize(resize_crops(tr, idx, bx, cfg.img_size, bounds[s], cfg.antialias, cfg.round_crops), mean_t, std_t)
             if cfg.channels_last: x = x.contiguous(memory_format=torch.channels_last)
             y = tr.labels[idx]
+            if first_compiled and nb == bs: t_c, c_c = time.time(), compile_cache_counts()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = (fwd if nb == bs else net)(x)
             if ddp:   # DDP averages gradients over ranks, so world·Σ/nb makes them the global batch's mean
@@ -546,6 +602,10 @@ def train(cfg:TrainConfig,              # the run's options
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step(); sched.step()
+            if first_compiled and nb == bs:
+                first_compiled = False
+                print(compiled_step_report(t_c, c_c, device), file=sys.stderr)
+                if main and cache_p is not None: print(save_compile_cache(cache_p), file=sys.stderr)
             loss_sum += lsum.detach().double(); correct += (logits.detach().argmax(1) == y).sum()
             st['global_step'] += 1; steps_here += 1; bar.update(1)
             if stop_after_steps is not None and steps_here >= stop_after_steps:
@@ -712,6 +772,7 @@ def _train_parser()->argparse.ArgumentParser:
     g.add_argument('--compile', action='store_true', help='torch.compile the model for the full training batches (one graph: the scan is a custom op; the last, shorter batch and evaluation run eagerly, so it compiles once)')
     g.add_argument('--compile-mode', help='torch.compile mode, e.g. reduce-overhead (CUDA graphs) or max-autotune-no-cudagraphs')
     g.add_argument('--compile-backend', default='inductor', help='torch.compile backend (default inductor)')
+    g.add_argument('--compile-cache', metavar='DIR', help="folder of compile caches, one file per GPU model, torch version and compiled step: loaded before compiling, written after the first compiled step; carry it to the next machine of the same kind to skip most of the compiling (e.g. runs/compile_cache)")
     g.add_argument('--tf32', action='store_true', help='allow TF32 matmuls/convolutions for fp32')
     g.add_argument('--cudnn-benchmark', action='store_true', help='cudnn.benchmark autotuning')
     g.add_argument('--deterministic', action='store_true', help='deterministic cuDNN/algorithms (slower)')
@@ -737,7 +798,7 @@ def main_train(argv:list|None=None)->int:
                       model_kwargs=mk, epochs=a.epochs, warmup_epochs=a.warmup_epochs, batch_size=a.batch_size,
                       eval_batch_size=a.eval_batch_size, lr=a.lr, patience=TrainConfig.patience if a.patience is None else a.patience, img_size=a.img_size, seed=a.seed,
                       bf16=a.bf16, channels_last=a.channels_last, compile=a.compile, compile_backend=a.compile_backend,
-                      compile_mode=a.compile_mode, tf32=a.tf32, cudnn_benchmark=a.cudnn_benchmark,
+                      compile_mode=a.compile_mode, compile_cache=a.compile_cache, tf32=a.tf32, cudnn_benchmark=a.cudnn_benchmark,
                       deterministic=a.deterministic, antialias=not a.no_antialias, eval_every=a.eval_every,
                       time_budget_min=a.time_budget_min, run_dir=a.run_dir, device=a.device, workers=a.workers,
                       progress=not a.no_progress)

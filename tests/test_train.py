@@ -235,6 +235,30 @@ def test_compiled_run_compiles_once(tiny, tmp_path):
     m = train(_cfg(root, tmp_path/'c', epochs=2, compile=True, compile_backend='count_graphs'), data=data)
     assert m['complete'] and len(graphs) == 1, graphs
 
+def test_compile_cache_round_trip_cpu(tiny, tmp_path):
+    "--compile-cache: a fresh process with an empty inductor cache loads what an earlier run wrote, hits it, and trains the same weights."
+    import re, subprocess, sys
+    root, _ = tiny
+    def run(name):   # each process gets its own, empty local inductor cache: only the cache file can bring hits
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path/f'inductor_{name}'), OMP_NUM_THREADS='1')
+        r = subprocess.run([sys.executable, '-m', 'msmamba_nb.cli', 'train', '--dataset', 'MHIST', '--data-root', str(root),
+                            '--variant', 'toy', '--epochs', '1', '--batch-size', '6', '--img-size', '32', '--device', 'cpu',
+                            '--no-progress', '--compile', '--compile-cache', str(tmp_path/'cc'), '--run-dir', str(tmp_path/name)],
+                           capture_output=True, text=True, env=env, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        fx = re.search(r'first compiled step: [0-9.]+ s \(FX graph cache (\d+) hits, (\d+) misses', r.stderr)
+        assert fx, r.stderr[-3000:]
+        return r.stderr, int(fx[1]), int(fx[2])
+    err_a, hit_a, miss_a = run('a')
+    assert 'compile cache: no ' in err_a and 'MiB written to' in err_a and hit_a == 0 and miss_a > 0
+    (f,) = (tmp_path/'cc').glob('*.bin')
+    assert f.name.endswith('-toy-2cls-default-b6x1-32px-cf-fp32-inductor-default.bin'), f.name
+    err_b, hit_b, miss_b = run('b')
+    assert 'artifacts loaded from' in err_b and hit_b == miss_a and miss_b == 0, err_b[-2000:]
+    wa, wb = (load_checkpoint(tmp_path/n/'checkpoint_last.pt')['model'] for n in 'ab')
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert json.loads((tmp_path/'a'/'config.json').read_text())['compile_cache'] == str(tmp_path/'cc')
+
 # ---------------------------------------------------------------- checkpoints and evaluation
 def test_checkpoint_errors(tiny, tmp_path):
     root, data = tiny
