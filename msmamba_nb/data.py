@@ -10,9 +10,9 @@ __all__ = ['IMG_EXTS', 'SPLITS', 'DATASETS', 'SYNTH_SPECS', 'SPLIT_FRACTIONS', '
            'compute_sars_split', 'write_split_csv', 'read_split_csv', 'sars_splits', 'split_summary', 'verify_sars',
            'ImageSet', 'LoadedData', 'decode_all', 'load_imagefolder', 'load_sars_folder', 'load_npz',
            'pooled_mean_std', 'per_image_std_mean', 'stats_path', 'read_stats', 'norm_stats', 'write_stats',
-           'write_pack', 'read_pack', 'pack_items', 'build_pack', 'build_sample_pack', 'sample_pack_path', 'load_pack',
-           'load_data', 'rrc_boxes', 'resize_weights', 'DeviceImages', 'resize_crops', 'normalize', 'eval_resize',
-           'epoch_plan', 'main_split', 'main_stats', 'main_pack']
+           'atomic_write', 'write_pack', 'read_pack', 'pack_items', 'build_pack', 'build_sample_pack',
+           'sample_pack_path', 'load_pack', 'load_data', 'rrc_boxes', 'resize_weights', 'DeviceImages', 'resize_crops',
+           'normalize', 'eval_resize', 'epoch_plan', 'main_split', 'main_stats', 'main_pack']
 
 # %% ../nbs/08_data.ipynb #c003
 import argparse, csv, gzip, hashlib, io, json, math, os, struct, sys, time, zlib
@@ -577,15 +577,23 @@ def _reencode_task(args):
     mse = float(np.mean((d.astype(np.float64) - a) ** 2))
     return b, (None if mse == 0 else round(10 * math.log10(255.0 ** 2 / mse), 3)), int(a.shape[0]), int(a.shape[1])
 
+def atomic_write(path:str|Path,  # file to (re)place; its folder is created
+                 write,           # write(f): fills the binary file object f
+                )->Path:
+    "Write a file through a temporary beside it, flushed to disk, then renamed: readers see the old file or the whole new one."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    with open(tmp, 'wb') as f:
+        write(f); f.flush(); os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
 def write_pack(path:str|Path, header:dict, images:list)->str:
     "Write a pack file (header dict + list of encoded images); returns its sha256."
     blob = b''.join(images)
     header = dict(header, length=[len(b) for b in images]); header['sha256'] = _pack_hash(header, blob)
     z = zlib.compress(_canonical(header), 9)
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f: f.write(PACK_MAGIC); f.write(struct.pack('<Q', len(z))); f.write(z); f.write(blob)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: (f.write(PACK_MAGIC), f.write(struct.pack('<Q', len(z))), f.write(z), f.write(blob)))
     return header['sha256']
 
 def read_pack(path:str|Path, verify:bool=True)->tuple:

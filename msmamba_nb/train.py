@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .data import (DataError, LoadedData, ImageSet, DeviceImages, SPLITS, SPLIT_SCHEMES, DATASETS,
                              auc_kind, dataset_info, load_data, norm_stats, read_stats, pooled_mean_std, eval_resize,
-                             epoch_plan, resize_crops, normalize, make_synthetic_dataset, _pkg_dir)
+                             epoch_plan, resize_crops, normalize, make_synthetic_dataset, atomic_write, _pkg_dir)
 
 # %% ../nbs/09_train.ipynb #c006
 def _avg_ranks(x:np.ndarray)->np.ndarray:
@@ -151,12 +151,7 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(obj:dict, path:str|Path)->Path:
     "torch.save with an atomic rename."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        torch.save(obj, f); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 def load_checkpoint(path:str|Path, map_location='cpu')->dict:
     "Read a checkpoint written by `save_checkpoint`, with a clear error when it is missing or not one."
@@ -403,9 +398,7 @@ def save_compile_cache(path:Path)->str:
     "Write what this process compiled, or loaded and used, to `path` (atomically); returns what happened."
     art = torch.compiler.save_cache_artifacts()
     if art is None: return f'compile cache: nothing to write to {path} (backend without cache artifacts)'
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + '.tmp'); tmp.write_bytes(art[0]); os.replace(tmp, path)
+    try: atomic_write(path, lambda f: f.write(art[0]))
     except OSError as e: return f'compile cache: cannot write {path} ({e}); the run goes on'
     return f'compile cache: {len(art[0]) / 2**20:.2f} MiB written to {path}'
 
@@ -432,7 +425,7 @@ class SimulatedKill(RuntimeError):
     "Raised by `train(..., stop_after_steps=k)` to imitate a run killed mid-epoch (tests)."
 
 def _write_json(path:Path, obj):
-    tmp = path.with_name(path.name + '.tmp'); tmp.write_text(json.dumps(obj, indent=1, default=str) + '\n'); os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1, default=str) + '\n').encode()))
 
 def _norm_for(data:LoadedData)->tuple:
     "Mean/std for a dataset: the cached training-split statistics, else computed now from the loaded training split."
