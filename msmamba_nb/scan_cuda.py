@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'CHAN_TILE', 'cuda', 'float32', 'uint64', 'SEQ_TILE',
            'SEQ_NS', 'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'V4_LPR', 'V4_WARPS', 'BWD_WARPS', 'BWD_STAGE_NMAX',
-           'BWD_VARIANTS', 'BWD_VARIANT', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS', 'SelectiveScanCudaFn', 'H100_SM',
-           'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES', 'ptx_instructions', 'scan_fwd_cuda',
-           'scan_bwd_cuda', 'plot_bwd_variants', 'selective_scan_cuda', 'sim_check', 'run_sim_check',
-           'bwd_variant_report', 'ptx_report', 'assemble', 'ptxas_report', 'scan_floor_bytes', 'scan_config',
-           'gpu_cases', 'gpu_check', 'copy_bandwidth', 'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda',
-           'main_bench_scan_cuda']
+           'BWD_VARIANTS', 'BWD_VARIANT', 'FWD_VARIANTS', 'FWD_VARIANT', 'IMPLS', 'DEFAULT_IMPL', 'SEQ_MIN_ROWS',
+           'SelectiveScanCudaFn', 'H100_SM', 'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES',
+           'ptx_instructions', 'scan_fwd_cuda', 'scan_bwd_cuda', 'plot_bwd_variants', 'selective_scan_cuda',
+           'sim_check', 'run_sim_check', 'bwd_variant_report', 'ptx_report', 'assemble', 'ptxas_report',
+           'scan_floor_bytes', 'scan_config', 'gpu_cases', 'gpu_check', 'copy_bandwidth', 'bench_scan_cuda',
+           'plot_bench_scan_cuda', 'format_bench_cuda', 'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
 import math, os, sys, time, json, types, ctypes, argparse, platform, subprocess, datetime
@@ -544,18 +544,24 @@ def _steps4(x, xu, base, j, nv, a2, h, y, Bs, Cs, o, stride, N):
     # offsets are uint64 (unsigned: Numba adds no negative-index wraparound; 64-bit: uint32 would add a masking
     # instruction per address)
     st = STRIDE if STRIDE > 0 else stride
-    ob = uint64(o + j * 4 * st)      # this lane's first state, step 0: the other offsets add constants (after unrolling)
+    ob = uint64(o + j * 4 * st + (j >> 1) * PAD)   # this lane's first state, step 0: the other offsets add constants (after unrolling)
+    dd = cuda.local.array(4, float32)
+    du = cuda.local.array(4, float32)
     for i in range(4):
         y[i] = float32(0.0)
+        if PAD > 0:                   # vectorised layout: all shuffles first (a shuffle between two loads keeps LLVM from merging them)
+            dd[i] = cuda.shfl_sync(_FULL, x, base + i)
+            du[i] = cuda.shfl_sync(_FULL, xu, base + i)
     for i in range(4):
-        di = cuda.shfl_sync(_FULL, x, base + i)
-        dui = cuda.shfl_sync(_FULL, xu, base + i)
+        if PAD == 0:
+            dd[i] = cuda.shfl_sync(_FULL, x, base + i)
+            du[i] = cuda.shfl_sync(_FULL, xu, base + i)
         if FULL or i < nv:
             for s in range(4):
                 n = j * 4 + s
                 if n < N or not CHECKN:
                     off = ob + uint64(s * st + i)
-                    hs = math.exp2(di * a2[s]) * h[s] + dui * Bs[off]
+                    hs = math.exp2(dd[i] * a2[s]) * h[s] + du[i] * Bs[off]
                     h[s] = hs
                     y[i] += Cs[off] * hs
 
@@ -646,7 +652,7 @@ def _make_fwd_seq(tile:int=SEQ_TILE):
                     zz = z[row + t]
                     o = o * zz / (float32(1.0) + math.exp(-zz))
                 out[row + t] = o
-    return _with_consts(_fwd_seq, SOFTPLUS=_dev(_softplus), LANE=_dev(_lane_states), TILE=tile, STEPS4=_dev(_steps4, STRIDE=0, CHECKN=True, FULL=False), RS4=_dev(_rs4),
+    return _with_consts(_fwd_seq, SOFTPLUS=_dev(_softplus), LANE=_dev(_lane_states), TILE=tile, STEPS4=_dev(_steps4, STRIDE=0, PAD=0, CHECKN=True, FULL=False), RS4=_dev(_rs4),
                         SKIPB=_dev(_skipbias))
 
 def _make_bwd_seq(tile:int=SEQ_TILE):
@@ -851,11 +857,11 @@ def _blk_shape(Dk:int)->tuple:
     return parts, rpb, 4 * (-(-rpb // 8) * 8)
 
 # %% ../nbs/02_scan_cuda.ipynb #c028
-def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
+def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False):
     "Factory of the v3 forward: block per (b, group, part), B/C tiles in shared memory, delta/u prefetched."
     def _fwd_blk(u, dl, A, Bm, Cm, Dv, z, bias, out, states, Bt, Dch, L, N, G, ntiles, flags):
-        sB = cuda.shared.array(SM, float32)
-        sC = cuda.shared.array(SM, float32)
+        sB = cuda.shared.array(SM, float32, alignment=16)
+        sC = cuda.shared.array(SM, float32, alignment=16)
         tid = cuda.threadIdx.x
         nth = cuda.blockDim.x
         lane = tid & 31
@@ -895,8 +901,8 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                 n = i // TILE
                 t = i - n * TILE
                 if t < tl:
-                    sB[uint64(n * TP + t)] = Bm[uint64(brow + n * L + tb + t)]
-                    sC[uint64(n * TP + t)] = Cm[uint64(brow + n * L + tb + t)]
+                    sB[uint64(n * TP + (n >> 3) * PAD + t)] = Bm[uint64(brow + n * L + tb + t)]
+                    sC[uint64(n * TP + (n >> 3) * PAD + t)] = Cm[uint64(brow + n * L + tb + t)]
             cuda.syncthreads()
             for c in range(0, tl, 4):
                 t = tb + c + j
@@ -924,9 +930,10 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS):
                     n = j * 4 + s
                     if n < N:
                         states[uint64(srow + k * N + n)] = h[s]
-    return _with_consts(_fwd_blk, SOFTPLUS=_dev(_softplus), LANE=_dev(_lane_states), TILE=tile, TP=tile + 1, SM=16 * (tile + 1), ROWS=rows, ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
-                        STEPS4=_dev(_steps4, STRIDE=tile + 1, CHECKN=False, FULL=False),
-                        STEPS4F=_dev(_steps4, STRIDE=tile + 1, CHECKN=False, FULL=True), RS4=_dev(_rs4))
+    tp, pad = (tile + 4, 4) if vec else (tile + 1, 0)
+    return _with_consts(_fwd_blk, SOFTPLUS=_dev(_softplus), LANE=_dev(_lane_states), TILE=tile, TP=tp, PAD=pad, SM=16 * tp + pad, ROWS=rows, ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
+                        STEPS4=_dev(_steps4, STRIDE=tp, PAD=pad, CHECKN=False, FULL=False),
+                        STEPS4F=_dev(_steps4, STRIDE=tp, PAD=pad, CHECKN=False, FULL=True), RS4=_dev(_rs4))
 
 # %% ../nbs/02_scan_cuda.ipynb #c030
 def _rs8(y, j, m):
@@ -1367,6 +1374,20 @@ BWD_VARIANT = os.environ.get("MSMAMBA_SCAN_BWD", "v4_nocap")   # backward of imp
 if BWD_VARIANT not in BWD_VARIANTS:
     raise ValueError(f"environment MSMAMBA_SCAN_BWD={BWD_VARIANT!r}: must be one of {tuple(BWD_VARIANTS)}")
 
+FWD_VARIANTS = {    # forward kernels behind impl "blk": fwd_blk's factory arguments
+    "v3": dict(vec=False),     # B/C tile rows of tile+1 floats: conflict-free scalar loads (ptxas pairs some into 64-bit ones)
+    "v3_vec": dict(vec=True),  # rows of tile+4 floats, 16-byte aligned: a lane reads a state's 4 steps in one 128-bit load
+}
+FWD_VARIANT = os.environ.get("MSMAMBA_SCAN_FWD", "v3")   # forward of impl "blk"
+if FWD_VARIANT not in FWD_VARIANTS:
+    raise ValueError(f"environment MSMAMBA_SCAN_FWD={FWD_VARIANT!r}: must be one of {tuple(FWD_VARIANTS)}")
+
+def _fwd_variant(v:str|None=None)->dict:
+    "fwd_blk's factory kwargs of a forward variant (None → FWD_VARIANT)."
+    v = FWD_VARIANT if v is None else v
+    if v not in FWD_VARIANTS: raise ValueError(f"forward variant must be one of {tuple(FWD_VARIANTS)}, got {v!r}")
+    return FWD_VARIANTS[v]
+
 def _bwd_variant(v:str|None=None)->tuple:
     "(kernel name, factory kwargs, register cap) of a backward variant (None → BWD_VARIANT)."
     v = BWD_VARIANT if v is None else v
@@ -1401,8 +1422,8 @@ def _tile(impl:str)->int:
 
 def _ntiles(impl, L): return max(1, -(-L // _tile(impl)))   # stored states per row
 
-def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, impl=None):
-    "Forward launch: returns (out float32 (Bt,D_,L), tile states float32 (Bt,D_,n_tiles,N)). B, C are 4-D."
+def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, impl=None, fwd=None):
+    "Forward launch: returns (out float32 (Bt,D_,L), tile states float32 (Bt,D_,n_tiles,N)). B, C are 4-D; `fwd`: variant of impl 'blk' (None → FWD_VARIANT)."
     Bt, Dch, L = u.shape
     G, N = B.shape[1], A.shape[1]
     impl = _impl(impl, N, Bt * Dch)
@@ -1415,7 +1436,7 @@ def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_soft
     if Bt * Dch * L == 0: return out, states
     if impl == "blk":
         parts, _, nth = _blk_shape(Dch // G)
-        _launch("fwd_blk", Bt * G * parts, nth, 0, arrs, ints, tile=BLK_TILE, rows=BLK_ROWS)
+        _launch("fwd_blk", Bt * G * parts, nth, 0, arrs, ints, tile=BLK_TILE, rows=BLK_ROWS, **_fwd_variant(fwd))
     elif impl == "seq":
         nt = 4 * Bt * Dch
         _launch("fwd_seq", -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32), 0, arrs, ints, tile=SEQ_TILE)
@@ -1545,7 +1566,8 @@ def _install_sim_shared():
     if getattr(S, "_locked", False): return
     orig, lock = S.array, threading.Lock()
     def array(self, shape, dtype, alignment=None):
-        if shape == 0 or alignment is not None: return orig(self, shape, dtype, alignment)   # dynamic smem / refused
+        if shape == 0: return orig(self, shape, dtype)   # dynamic shared memory
+        # `alignment` (refused by the simulator) is accepted and ignored: it changes no result, only how the GPU may load
         f = sys._getframe(1)
         caller = (f.f_code.co_filename, f.f_lineno)     # the simulator's key: one array per source line
         with lock:
@@ -1587,19 +1609,21 @@ def sim_check(cases:list|None=None,  # [(Bt, D_, L, N, G, opts)]; opts: subset o
               seed:int=0,
               rows:int=8,           # rows per v3 block (small: groups split into parts with few threads)
               bwd:str|None=None,    # backward variant of "seq"/"blk" (None → BWD_VARIANT)
+              fwd:str|None=None,    # forward variant of "blk" (None → FWD_VARIANT)
              )->list:               # one dict per case: relative L2 errors of out and of each gradient
     "Run kernels through `selective_scan_cuda` in the simulator (NUMBA_ENABLE_CUDASIM=1) against the NumPy reference."
-    global CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS, BWD_VARIANT
+    global CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS, BWD_VARIANT, FWD_VARIANT
     assert _simulator(), "needs NUMBA_ENABLE_CUDASIM=1 (set before numba is imported)"
     cases = cases or [(2, 4, 37, 4, 2, ()), (1, 2, 1, 1, 1, ()), (2, 4, 20, 3, 4, ("z", "nobias")),
                       (1, 4, 9, 2, 2, ("noD", "nosp", "B3"))]
     _install_sim_shared()
     if impl in ("warp", "seq", "blk"): _install_sim_shuffles()
-    old = CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS, BWD_VARIANT
+    old = CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS, BWD_VARIANT, FWD_VARIANT
     CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS = tile, max(1, tile // WARP), max(4, tile // 4 * 4), max(4, tile // 4 * 4), rows
     if bwd is not None: BWD_VARIANT = bwd
+    if fwd is not None: FWD_VARIANT = fwd
     try: return [_check_case(*cs, seed=seed + i, impl=impl, device="cpu") for i, cs in enumerate(cases)]
-    finally: CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS, BWD_VARIANT = old
+    finally: CHAN_TILE, ITEMS, SEQ_TILE, BLK_TILE, BLK_ROWS, BWD_VARIANT, FWD_VARIANT = old
 
 def _check_case(Bt, Dc, L, N, G, opts=(), seed=0, impl="warp", device="cuda", dtype=torch.float32):
     "One random case through `selective_scan_cuda` + backward vs the float64 NumPy reference: relative L2 errors."
@@ -1711,9 +1735,9 @@ def scan_floor_bytes(Bt, Dch, L, N=16, G=4, s=4)->tuple:
     return s * (3 * Bt * Dch * L + 2 * Bt * G * N * L), s * (5 * Bt * Dch * L + 4 * Bt * G * N * L)
 
 def scan_config()->dict:
-    "The scan kernels a run uses: impl (env MSMAMBA_SCAN_IMPL), what grouped calls resolve to, the backward variant of 'blk'/'seq' (env MSMAMBA_SCAN_BWD)."
+    "The scan kernels a run uses: impl (env MSMAMBA_SCAN_IMPL), what grouped calls resolve to, the forward variant of 'blk' (env MSMAMBA_SCAN_FWD), the backward variant of 'blk'/'seq' (env MSMAMBA_SCAN_BWD)."
     name, kw, mr = _bwd_variant()
-    return dict(impl=DEFAULT_IMPL, grouped_calls=_impl(None, 16, SEQ_MIN_ROWS), blk_bwd=BWD_VARIANT, blk_bwd_kernel=name,
+    return dict(impl=DEFAULT_IMPL, grouped_calls=_impl(None, 16, SEQ_MIN_ROWS), blk_fwd=FWD_VARIANT, blk_bwd=BWD_VARIANT, blk_bwd_kernel=name,
                 blk_bwd_args=dict(kw), blk_bwd_maxreg=mr, blk_tile=BLK_TILE)
 
 def _env()->dict:

@@ -295,3 +295,22 @@ def test_ptx_first_call_in_a_fresh_process():
     code = "from msmamba_nb import scan_cuda as sc; print('.target sm_90' in sc._ptx('fwd_chan'))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stdout.strip() == "True", p.stderr[-2000:]
+
+def test_ptx_v3_vec_forward():
+    "The v3_vec forward reads B and C four steps at a time (128-bit shared loads); the v3 build has none."
+    vec = sc._ptx("fwd_blk", cc=(9, 0), **sc.FWD_VARIANTS["v3_vec"]).splitlines()
+    base = sc._ptx("fwd_blk", cc=(9, 0), **sc.FWD_VARIANTS["v3"]).splitlines()
+    n = lambda lines, pat: sum(pat in l for l in lines)
+    assert n(vec, "ld.shared.v4.f32") >= 8 and n(base, "ld.shared.v4.f32") == 0          # 4 states × (B, C) per 4 steps
+    assert n(vec, ".f64") == 0 and not any(".local" in l for l in vec) and not any("call" in l.split() for l in vec)
+    with pytest.raises(ValueError): sc._fwd_variant("nope")
+
+def test_bench_fwd_variants_sim_smoke(tmp_path):
+    "The forward-variant benchmark end to end in the simulator: both variants pass the reference checks, outputs identical."
+    script = Path(__file__).parents[1]/"benchmarks"/"scan_fwd_variants.py"
+    p = subprocess.run([sys.executable, str(script), "--sim-smoke", "--out", str(tmp_path)], env=ENV, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec = json.load(open(tmp_path/"bench_scan_fwd_variants.json"))
+    assert rec["variants"] == ["v3", "v3_vec"] and all(s["check_pass"] for s in rec["summary"].values()), rec["summary"]
+    assert rec["shapes"] and all(max(s["max_abs_diff_vs_base"].values()) == 0.0 for s in rec["shapes"])
