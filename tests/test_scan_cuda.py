@@ -306,11 +306,26 @@ def test_ptx_v3_vec_forward():
     with pytest.raises(ValueError): sc._fwd_variant("nope")
 
 def test_bench_fwd_variants_sim_smoke(tmp_path):
-    "The forward-variant benchmark end to end in the simulator: both variants pass the reference checks, outputs identical."
+    "The forward-variant benchmark end to end in the simulator: variants pass the reference checks; v3_vec's out is v3's, bit for bit."
     script = Path(__file__).parents[1]/"benchmarks"/"scan_fwd_variants.py"
-    p = subprocess.run([sys.executable, str(script), "--sim-smoke", "--out", str(tmp_path)], env=ENV, capture_output=True,
-                       text=True, timeout=600)
+    p = subprocess.run([sys.executable, str(script), "--sim-smoke", "--variants", "v3,v3_vec,v3_sp", "--out", str(tmp_path)],
+                       env=ENV, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     rec = json.load(open(tmp_path/"bench_scan_fwd_variants.json"))
-    assert rec["variants"] == ["v3", "v3_vec"] and all(s["check_pass"] for s in rec["summary"].values()), rec["summary"]
-    assert rec["shapes"] and all(max(s["max_abs_diff_vs_base"].values()) == 0.0 for s in rec["shapes"])
+    assert rec["variants"] == ["v3", "v3_vec", "v3_sp"] and all(s["check_pass"] for s in rec["summary"].values()), rec["summary"]
+    assert rec["shapes"] and all(s["max_abs_diff_vs_base"]["v3_vec"] == 0.0 for s in rec["shapes"])   # same arithmetic
+    assert all(0 < s["max_abs_diff_vs_base"]["v3_sp"] < 1e-5 for s in rec["shapes"])                 # another softplus formula
+
+def test_softplus_fast_formula():
+    "The kernels' _softplus with SP_FAST, run as Python in float32: within 5e-7 of log1p(exp(x)); with SP_FAST off, within 3e-7."
+    import types
+    f32 = np.float32
+    m32 = types.SimpleNamespace(exp=lambda v: f32(np.exp(f32(v))), log=lambda v: f32(np.log(f32(v))), log1p=lambda v: f32(np.log1p(f32(v))))
+    x = np.linspace(-40, 20, 20001, dtype=f32)
+    ref = np.log1p(np.exp(x.astype(np.float64)))
+    for fast, tol in ((True, 5e-7), (False, 3e-7)):
+        sp = sc._with_consts(sc._softplus, SP_FAST=fast, float32=f32, math=m32)
+        y = np.array([sp(v, True)[0] for v in x])
+        assert y.dtype == f32 and np.max(np.abs(y - ref) / ref) < tol, (fast, np.max(np.abs(y - ref) / ref))
+        g = np.array([sp(v, True)[1] for v in x[::50]])     # the derivative, sigmoid(x)
+        np.testing.assert_allclose(g, 1 / (1 + np.exp(-x[::50].astype(np.float64))), rtol=2e-6)
