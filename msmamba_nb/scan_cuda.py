@@ -973,7 +973,7 @@ def _v4_smem_floats(tile:int=BLK_TILE, lpr:int=V4_LPR, sub:int|None=None)->int:
     sub = lpr if sub is None else sub
     return 2 * 16 * (tile + 1) + (tile // sub) * (16 // lpr) * WARP + WARP * sub
 
-def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|None=None, zgate:bool=True):
+def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|None=None, zgate:bool=True, sp_fast:bool=False):
     "Factory of the v4 backward: warp per (b, group, 32/lpr rows), per-warp B/C tiles in shared memory, the next tile loaded behind each sub-chunk."
     # lane = (row r = lane // LPR, jj = lane % LPR); lane holds states n = jj·NS + s (s < NS); sub-chunk = SUB ≤ LPR steps
     # (lane jj loads step js = jj % SUB of it; lanes jj ≥ SUB duplicate); dB/dC: reduce-scatter over the RPW rows, then
@@ -1257,7 +1257,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     sub = lpr if sub is None else sub
     assert lpr in (4, 8) and sub in (4, 8) and sub <= lpr and tile % sub == 0, (lpr, sub, tile)
     ns = 16 // lpr
-    return _with_consts(_bwd_v4, SOFTPLUS=_dev(_softplus), LANE=_dev(_lane_states), ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
+    return _with_consts(_bwd_v4, SOFTPLUS=_dev(_softplus, SP_FAST=sp_fast), LANE=_dev(_lane_states), ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
                         PPI=WARP // sub, LOGL=lpr.bit_length() - 1, HH=(sub + 1) * ns, AA=sub * ns, WPB=warps,
                         SMBC=warps * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=warps * WARP * sub,
                         RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias))
@@ -1379,6 +1379,7 @@ BWD_VARIANTS = {    # backward kernels behind impl "blk"/"seq": (kernel, factory
     "v4_s8": ("bwd_v4", dict(lpr=8, sub=8, warps=2), 128),     # 8-step sub-chunks: less overhead per step, more spills
     "v4_l4": ("bwd_v4", dict(lpr=4, sub=4, warps=2), None),    # v4 with v2's 4 lanes per row (8 rows share a warp's tile)
     "v5": ("bwd_v4", dict(lpr=8, sub=8, warps=2), None),       # 8-step sub-chunks, uncapped: full 32-byte sectors per row; 1.87x slower than v4_nocap (H200)
+    "v4_sp": ("bwd_v4", dict(lpr=8, sub=4, warps=2, sp_fast=True), None),   # v4_nocap with the short softplus (section 8b) in both passes
 }
 BWD_VARIANT = os.environ.get("MSMAMBA_SCAN_BWD", "v4_nocap")   # backward of impl "blk"/"seq": the fastest on an H100 (section 7d)
 if BWD_VARIANT not in BWD_VARIANTS:

@@ -173,6 +173,7 @@ def test_ptxas_report_no_spills():
     ("v4_s8", [(1, 8, 19, 16, 2, ("z",)), (1, 6, 9, 3, 2, ("noD", "nosp", "nobias", "B3"))], 16),   # 8-step sub-chunks
     ("v4_l4", [(1, 16, 11, 16, 2, ("z",)), (1, 12, 6, 5, 1, ("noD", "nosp"))], 8),                     # 4 lanes per row
     ("v5", [(1, 8, 19, 16, 2, ("z",)), (1, 6, 9, 3, 2, ("noD", "nosp", "nobias", "B3"))], 16),      # v5: 8-step sub-chunks, uncapped
+    ("v4_sp", [(1, 8, 13, 16, 2, ("z",)), (1, 4, 23, 16, 1, ("bigdelta",))], 16),                   # v4 with the short softplus
 ])
 def test_sim_v4_kernels_vs_reference(bwd, cases, tile):
     "The v4 backward variants (v3 forward before them) in the simulator against the float64 reference."
