@@ -98,20 +98,35 @@ def time_shape(Bt, Dch, L, variants, reps, warmup)->dict:
     if DEV == "cuda": torch.cuda.synchronize(); torch.cuda.empty_cache()
     return res
 
+def common_args(p, json_name:str, variants:dict, base:str, reps:int):
+    "The options this script shares with scan_fwd_variants.py."
+    p.add_argument("--out", default=".", help=f"directory for {json_name}")
+    p.add_argument("--variants", default=",".join(variants), help=f"comma-separated variant keys ({base})")
+    p.add_argument("--reps", type=int, default=reps, help="timed calls per measurement (median reported)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--sim-smoke", action="store_true", help="no GPU: run everything at tiny shapes in the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
+
+def enter_sim_smoke(a):
+    "--sim-smoke: small tiles, simulated shuffles, CPU tensors, one timed call; sets DEV and SHAPES here."
+    global DEV, SHAPES
+    assert sc._simulator(), "--sim-smoke needs NUMBA_ENABLE_CUDASIM=1"
+    sc._install_sim_shuffles(); sc.BLK_TILE = sc.SEQ_TILE = 8
+    DEV, SHAPES, a.reps, a.warmup = "cpu", SMOKE_SHAPES, 1, 0
+
+def write_json(res:dict, out:str, name:str, base:str, t0:float)->int:
+    "Write the record (with its baseline variant and the seconds since t0) to out/name; 0."
+    res["base"], res["seconds"] = base, time.time() - t0
+    path = os.path.join(out, name)
+    json.dump(res, open(path, "w"), indent=1)
+    print(f"wrote {path} ({res['seconds']:.0f} s)")
+    return 0
+
 def main(argv=None)->int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=".", help="directory for bench_scan_bwd_variants.json")
-    p.add_argument("--variants", default=",".join(sc.BWD_VARIANTS), help="comma-separated BWD_VARIANTS keys (v2 first is the baseline)")
-    p.add_argument("--reps", type=int, default=20, help="timed calls per measurement (median reported)")
-    p.add_argument("--warmup", type=int, default=3)
+    common_args(p, "bench_scan_bwd_variants.json", sc.BWD_VARIANTS, "v2 first is the baseline", 20)
     p.add_argument("--dry-run", action="store_true", help="no GPU: list variants with ptxas registers, warps/SM and waves")
-    p.add_argument("--sim-smoke", action="store_true", help="no GPU: run everything at tiny shapes in the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
     a = p.parse_args(argv)
-    global DEV, SHAPES
-    if a.sim_smoke:
-        assert sc._simulator(), "--sim-smoke needs NUMBA_ENABLE_CUDASIM=1"
-        sc._install_sim_shuffles(); sc.BLK_TILE = sc.SEQ_TILE = 8
-        DEV, SHAPES, a.reps, a.warmup = "cpu", SMOKE_SHAPES, 1, 0
+    if a.sim_smoke: enter_sim_smoke(a)
     variants = [v for v in a.variants.split(",") if v]
     for v in variants: sc._bwd_variant(v)                  # unknown names fail here
     if "v2" in variants: variants.remove("v2"); variants.insert(0, "v2")
@@ -167,11 +182,7 @@ def main(argv=None)->int:
                               ratio_fwdbwd_vs_base=[s["variants"][v]["fwdbwd_ms"] / s["variants"][base]["fwdbwd_ms"] for s in res["shapes"]],
                               max_check_err=max(c["max_rel_err"] for c in res["checks"][v]),
                               check_pass=all(c["max_rel_err"] < TOL for c in res["checks"][v])) for v in variants}
-    res["base"], res["seconds"] = base, time.time() - t0
-    path = os.path.join(a.out, "bench_scan_bwd_variants.json")
-    json.dump(res, open(path, "w"), indent=1)
-    print(f"wrote {path} ({res['seconds']:.0f} s)")
-    return 0
+    return write_json(res, a.out, "bench_scan_bwd_variants.json", base, t0)
 
 if __name__ == "__main__":
     sys.exit(main())

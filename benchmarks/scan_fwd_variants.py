@@ -51,17 +51,10 @@ def time_shape(Bt, Dch, L, variants, reps, warmup)->dict:
 
 def main(argv=None)->int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=".", help="directory for bench_scan_fwd_variants.json")
-    p.add_argument("--variants", default=",".join(sc.FWD_VARIANTS), help="comma-separated FWD_VARIANTS keys (the first is the baseline)")
-    p.add_argument("--reps", type=int, default=30, help="timed calls per measurement (median reported)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--sim-smoke", action="store_true", help="no GPU: run everything at tiny shapes in the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
+    bv.common_args(p, "bench_scan_fwd_variants.json", sc.FWD_VARIANTS, "the first is the baseline", 30)
     a = p.parse_args(argv)
-    shapes = sc.STAGE_SHAPES
-    if a.sim_smoke:
-        assert sc._simulator(), "--sim-smoke needs NUMBA_ENABLE_CUDASIM=1"
-        sc._install_sim_shuffles(); sc.BLK_TILE = sc.SEQ_TILE = 8
-        bv.DEV, shapes, a.reps, a.warmup = "cpu", bv.SMOKE_SHAPES, 1, 0
+    if a.sim_smoke: bv.enter_sim_smoke(a)
+    shapes = bv.SHAPES
     variants = [v for v in a.variants.split(",") if v]
     for v in variants: sc._fwd_variant(v)                  # unknown names fail here
     if bv.DEV == "cuda" and not torch.cuda.is_available(): print("no CUDA GPU (use --sim-smoke)", file=sys.stderr); return 1
@@ -101,11 +94,7 @@ def main(argv=None)->int:
     for v, s in res["summary"].items():
         print(f"{v:8s} " + " ".join(f"{x:7.3f}" for x in s["fwd_kernel_ms"]) + " | " + " ".join(f"{x:5.3f}" for x in s["ratio_fwd_kernel_vs_base"]) +
               " | " + " ".join(f"{x:5.3f}" for x in s["ratio_fwdbwd_vs_base"]) + f" | {s['max_check_err']:.1e} {'ok' if s['check_pass'] else 'FAIL'}")
-    res["base"], res["seconds"] = base, time.time() - t0
-    path = os.path.join(a.out, "bench_scan_fwd_variants.json")
-    json.dump(res, open(path, "w"), indent=1)
-    print(f"wrote {path} ({res['seconds']:.0f} s)")
-    return 0
+    return bv.write_json(res, a.out, "bench_scan_fwd_variants.json", base, t0)
 
 if __name__ == "__main__":
     sys.exit(main())
