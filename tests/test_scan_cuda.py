@@ -330,3 +330,17 @@ def test_softplus_fast_formula():
         assert y.dtype == f32 and np.max(np.abs(y - ref) / ref) < tol, (fast, np.max(np.abs(y - ref) / ref))
         g = np.array([sp(v, True)[1] for v in x[::50]])     # the derivative, sigmoid(x)
         np.testing.assert_allclose(g, 1 / (1 + np.exp(-x[::50].astype(np.float64))), rtol=2e-6)
+
+def test_bench_variants_train_ab_cpu(tmp_path):
+    "The training A/B of scan variants runs its loop on CPU (toy model: no scan) and refuses an unknown variant by name."
+    script = Path(__file__).parents[1]/"benchmarks"/"scan_variants_train_ab.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, str(script), "--device", "cpu", "--variant", "toy", "--img-size", "32", "--batch-size", "4",
+                        "--steps", "2", "--warmup", "1", "--rounds", "2", "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec = json.load(open(tmp_path/"bench_scan_variants_train_ab.json"))
+    assert [(r["round"], r["fwd"], r["bwd"]) for r in rec["rounds"]] == [(0, "v3", "v4_nocap"), (0, "v3_vec_sp", "v4_sp"),
+                                                                         (1, "v3", "v4_nocap"), (1, "v3_vec_sp", "v4_sp")]
+    assert rec["summary"]["v3:v4_nocap"]["speedup_vs_base"] == 1.0 and all(len(r["step_ms"]) == 2 for r in rec["rounds"])
+    p = subprocess.run([sys.executable, str(script), "--device", "cpu", "--settings", "v3:nope"], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "got 'nope'" in p.stderr

@@ -1,0 +1,82 @@
+"""Whole training steps of Ms-Mamba with different scan kernel variants, alternating in one process (A B A B ...).
+
+What a scan kernel change is worth to training: one model, one Adam, one random batch (`msmamba_nb.train.bench_setup`,
+as `msmamba bench-train`), and between rounds only the scan's forward/backward variants change (`FWD_VARIANT`,
+`BWD_VARIANT` are read at every launch, so an eager or a compiled step picks them up without rebuilding). Each round
+times `--steps` steps after `--warmup` (median, synchronised wall clock); rounds alternate the settings so drift in
+clocks or temperature hits both. Writes DIR/bench_scan_variants_train_ab.json.
+
+    python3 benchmarks/scan_variants_train_ab.py --out DIR --settings v3:v4_nocap,v3_vec_sp:v4_sp      # GPU
+    python3 benchmarks/scan_variants_train_ab.py --device cpu --variant toy ...                         # no GPU: the loop only
+"""
+import os, sys, json, time, argparse
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the repo's msmamba_nb
+import numpy as np, torch
+import msmamba_nb.scan_cuda as sc
+from msmamba_nb.train import bench_setup, resolve_device, _sync
+
+def parse_settings(s:str)->list:
+    "'fwd:bwd,fwd:bwd' → [(fwd, bwd), ...], every name checked against FWD_VARIANTS / BWD_VARIANTS."
+    out = []
+    for item in s.split(','):
+        if item.count(':') != 1: raise ValueError(f"setting {item!r} is not FWD:BWD (e.g. v3:v4_nocap)")
+        f, b = item.split(':')
+        sc._fwd_variant(f); sc._bwd_variant(b)
+        out.append((f, b))
+    return out
+
+def time_steps(step, dev, steps:int, warmup:int)->list:
+    "Seconds of each of `steps` steps after `warmup` untimed ones."
+    ts = []
+    for i in range(warmup + steps):
+        _sync(dev); t0 = time.perf_counter(); step(); _sync(dev)
+        if i >= warmup: ts.append(time.perf_counter() - t0)
+    return ts
+
+def main(argv=None)->int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=".", help="directory for bench_scan_variants_train_ab.json")
+    p.add_argument("--settings", default="v3:v4_nocap,v3_vec_sp:v4_sp", help="comma list of FWD:BWD variant pairs (the first is the baseline)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; each times every setting once, in turn")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per setting and round (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before each timing (the first round's compile or JIT)")
+    p.add_argument("--variant", default="t"); p.add_argument("--batch-size", type=int, default=58); p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16")); p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (the scan stays one custom op per call)")
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    settings = parse_settings(a.settings)
+    dev = resolve_device(a.device)
+    model, fwd, opt, fmt, step = bench_setup(a.variant, 2, None, dev, a.batch_size, a.img_size, a.precision == "bf16",
+                                             a.channels_last, a.compile)
+    old = sc.FWD_VARIANT, sc.BWD_VARIANT
+    rows, t0 = [], time.time()
+    try:
+        for r in range(a.rounds):
+            for f, b in settings:
+                sc.FWD_VARIANT, sc.BWD_VARIANT = f, b
+                ts = time_steps(step, dev, a.steps, a.warmup)
+                med = float(np.median(ts))
+                rows.append(dict(round=r, fwd=f, bwd=b, step_ms_median=1e3 * med, img_s=a.batch_size / med,
+                                 step_ms=[round(1e3 * t, 3) for t in ts]))
+                print(f"round {r} {f}:{b:9s} {1e3 * med:8.2f} ms/step  {a.batch_size / med:7.1f} img/s", flush=True)
+    finally: sc.FWD_VARIANT, sc.BWD_VARIANT = old
+    summ = {}
+    for f, b in settings:
+        ms = [x["step_ms_median"] for x in rows if (x["fwd"], x["bwd"]) == (f, b)]
+        summ[f"{f}:{b}"] = dict(step_ms_per_round=ms, step_ms_median=float(np.median(ms)), img_s=a.batch_size / (float(np.median(ms)) / 1e3))
+    base = f"{settings[0][0]}:{settings[0][1]}"
+    for k, v in summ.items(): v["speedup_vs_base"] = summ[base]["step_ms_median"] / v["step_ms_median"]
+    print("\n".join(f"{k:20s} {v['step_ms_median']:8.2f} ms/step {v['img_s']:7.1f} img/s  ×{v['speedup_vs_base']:.3f} vs {base}" for k, v in summ.items()))
+    res = dict(env=sc._env(), device=str(dev), variant=a.variant, batch=a.batch_size, img_size=a.img_size, precision=a.precision,
+               channels_last=a.channels_last, compile=a.compile, steps=a.steps, warmup=a.warmup, rounds=rows, summary=summ,
+               base=base, seconds=time.time() - t0,
+               note="one model, optimizer and random batch; settings alternate round by round; synchronised wall clock per step")
+    os.makedirs(a.out, exist_ok=True)
+    path = os.path.join(a.out, "bench_scan_variants_train_ab.json")
+    json.dump(res, open(path, "w"), indent=1)
+    print(f"wrote {path} ({res['seconds']:.0f} s)")
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())
