@@ -63,12 +63,11 @@ def gpu_regs(v:str)->dict:
 
 def check(v:str)->list:
     "Correctness cases of variant v on the GPU: [(case, max relative error)]."
-    sc.BWD_VARIANT = v
     sc._POISON = True
     try:
         res = []
         for i, cs in enumerate(CHECKS if DEV == "cuda" else SMOKE_CHECKS):
-            r = sc._check_case(*cs, seed=i, impl="blk", device=DEV)
+            with sc.use_variants(bwd=v): r = sc._check_case(*cs, seed=i, impl="blk", device=DEV)
             res.append(dict(case=[list(x) if isinstance(x, tuple) else x for x in cs],
                             max_rel_err=max(x for k, x in r.items() if k not in ("case", "impl", "dtype")),
                             errors={k: x for k, x in r.items() if k not in ("case", "impl", "dtype")}))
@@ -87,12 +86,12 @@ def time_shape(Bt, Dch, L, variants, reps, warmup)->dict:
     xg = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
     res = dict(shape=[Bt, Dch, L, N, G], fwd_kernel_ms=fwd["median"], variants={})
     for v in variants:
-        sc.BWD_VARIANT = v
-        kb = ev(lambda: sc.scan_bwd_cuda(dout, *args, None, x["delta_bias"], st, impl="blk"), reps, warmup)
         def fb():
             out = sc.selective_scan_cuda(*(xg[k] for k in ("u", "delta", "A", "B", "C", "D")), delta_bias=xg["delta_bias"], impl="blk")
             out.backward(dout)
-        fbt = ev(fb, reps, warmup)
+        with sc.use_variants(bwd=v):
+            kb = ev(lambda: sc.scan_bwd_cuda(dout, *args, None, x["delta_bias"], st, impl="blk"), reps, warmup)
+            fbt = ev(fb, reps, warmup)
         res["variants"][v] = dict(bwd_kernel_ms=kb["median"], bwd_kernel=kb, fwdbwd_ms=fbt["median"], fwdbwd=fbt)
     del x, xg, args, dout, st
     if DEV == "cuda": torch.cuda.synchronize(); torch.cuda.empty_cache()
@@ -146,26 +145,23 @@ def main(argv=None)->int:
                                 "(dB/dC zeroing included); fwdbwd: selective_scan_cuda + backward through autograd; CUDA events, "
                                 "median per call; variants timed in turn at each shape on the same inputs; checks: max relative "
                                 "L2 error of out and each gradient vs the float64 NumPy reference"))
-    orig = sc.BWD_VARIANT
-    try:
-        for v in list(variants):
-            t = time.time()
-            try: res["checks"][v] = check(v)
-            except Exception as ex:            # a variant that does not compile or launch is reported and not timed
-                res["checks"][v] = [dict(case=None, max_rel_err=float("inf"), error=f"{type(ex).__name__}: {ex}")]
-                print(f"check {v:9s} ERROR {type(ex).__name__}: {ex}", flush=True)
-                variants.remove(v); continue
-            res["gpu_registers"][v] = gpu_regs(v)
-            e = max(c["max_rel_err"] for c in res["checks"][v])
-            print(f"check {v:9s} max rel err {e:.2e} {'ok' if e < TOL else 'FAIL'}  ({time.time() - t:.1f} s incl. JIT; "
-                  f"GPU builds: {res['gpu_registers'][v]})", flush=True)
-        res["timed"] = list(variants)
-        for (Bt, Dch, L) in SHAPES:
-            r = time_shape(Bt, Dch, L, variants, a.reps, a.warmup)
-            res["shapes"].append(r)
-            print(f"shape {(Bt, Dch, L)}: fwd kernel {r['fwd_kernel_ms']:.3f} ms | bwd kernel / fwd+bwd ms: " +
-                  "  ".join(f"{v} {q['bwd_kernel_ms']:.3f}/{q['fwdbwd_ms']:.3f}" for v, q in r["variants"].items()), flush=True)
-    finally: sc.BWD_VARIANT = orig
+    for v in list(variants):
+        t = time.time()
+        try: res["checks"][v] = check(v)
+        except Exception as ex:            # a variant that does not compile or launch is reported and not timed
+            res["checks"][v] = [dict(case=None, max_rel_err=float("inf"), error=f"{type(ex).__name__}: {ex}")]
+            print(f"check {v:9s} ERROR {type(ex).__name__}: {ex}", flush=True)
+            variants.remove(v); continue
+        res["gpu_registers"][v] = gpu_regs(v)
+        e = max(c["max_rel_err"] for c in res["checks"][v])
+        print(f"check {v:9s} max rel err {e:.2e} {'ok' if e < TOL else 'FAIL'}  ({time.time() - t:.1f} s incl. JIT; "
+              f"GPU builds: {res['gpu_registers'][v]})", flush=True)
+    res["timed"] = list(variants)
+    for (Bt, Dch, L) in SHAPES:
+        r = time_shape(Bt, Dch, L, variants, a.reps, a.warmup)
+        res["shapes"].append(r)
+        print(f"shape {(Bt, Dch, L)}: fwd kernel {r['fwd_kernel_ms']:.3f} ms | bwd kernel / fwd+bwd ms: " +
+              "  ".join(f"{v} {q['bwd_kernel_ms']:.3f}/{q['fwdbwd_ms']:.3f}" for v, q in r["variants"].items()), flush=True)
     if not variants: print("no variant ran", file=sys.stderr); return 1
     base = variants[0]
     print(f"\nper variant: backward kernel ms at stages 1-4 | fwd+bwd ms | ratio to {base} (bwd kernel) | check")

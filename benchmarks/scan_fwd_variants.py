@@ -18,9 +18,7 @@ import scan_bwd_variants as bv                   # its correctness cases, tolera
 
 def check(v:str)->list:
     "Correctness cases of forward variant v (default backward): [(case, max relative error)]."
-    old, sc.FWD_VARIANT = sc.FWD_VARIANT, v
-    try: return bv.check(sc.BWD_VARIANT)
-    finally: sc.FWD_VARIANT = old
+    with sc.use_variants(fwd=v): return bv.check(sc.BWD_VARIANT)
 
 def time_shape(Bt, Dch, L, variants, reps, warmup)->dict:
     "Forward kernel alone and fwd+bwd (autograd.grad) of every variant at one shape, same inputs, in turn."
@@ -34,13 +32,10 @@ def time_shape(Bt, Dch, L, variants, reps, warmup)->dict:
     outs = {}
     for v in variants:
         kf = ev(lambda: sc.scan_fwd_cuda(*args, None, x["delta_bias"], impl="blk", fwd=v), reps, warmup)
-        old, sc.FWD_VARIANT = sc.FWD_VARIANT, v
-        try:
-            def fb():
-                out = sc.selective_scan_cuda(*xg[:6], delta_bias=xg[6], impl="blk")
-                torch.autograd.grad(out, xg, dout)
-            fbt = ev(fb, reps, warmup)
-        finally: sc.FWD_VARIANT = old
+        def fb():
+            out = sc.selective_scan_cuda(*xg[:6], delta_bias=xg[6], impl="blk")
+            torch.autograd.grad(out, xg, dout)
+        with sc.use_variants(fwd=v): fbt = ev(fb, reps, warmup)
         outs[v] = sc.scan_fwd_cuda(*args, None, x["delta_bias"], impl="blk", fwd=v)
         res["variants"][v] = dict(fwd_kernel_ms=kf["median"], fwd_kernel=kf, fwdbwd_ms=fbt["median"], fwdbwd=fbt)
     base = variants[0]        # same inputs: every variant's out and stored states match the first's

@@ -13,7 +13,7 @@ import os, sys, json, time, argparse
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the repo's msmamba_nb
 import numpy as np, torch
 import msmamba_nb.scan_cuda as sc
-from msmamba_nb.train import bench_setup, resolve_device, _sync
+from msmamba_nb.train import bench_setup, resolve_device, time_steps
 
 def parse_settings(s:str)->list:
     "'fwd:bwd,fwd:bwd' → [(fwd, bwd), ...], every name checked against FWD_VARIANTS / BWD_VARIANTS."
@@ -24,14 +24,6 @@ def parse_settings(s:str)->list:
         sc._fwd_variant(f); sc._bwd_variant(b)
         out.append((f, b))
     return out
-
-def time_steps(step, dev, steps:int, warmup:int)->list:
-    "Seconds of each of `steps` steps after `warmup` untimed ones."
-    ts = []
-    for i in range(warmup + steps):
-        _sync(dev); t0 = time.perf_counter(); step(); _sync(dev)
-        if i >= warmup: ts.append(time.perf_counter() - t0)
-    return ts
 
 def main(argv=None)->int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,18 +41,14 @@ def main(argv=None)->int:
     dev = resolve_device(a.device)
     model, fwd, opt, fmt, step = bench_setup(a.variant, 2, None, dev, a.batch_size, a.img_size, a.precision == "bf16",
                                              a.channels_last, a.compile)
-    old = sc.FWD_VARIANT, sc.BWD_VARIANT
     rows, t0 = [], time.time()
-    try:
-        for r in range(a.rounds):
-            for f, b in settings:
-                sc.FWD_VARIANT, sc.BWD_VARIANT = f, b
-                ts = time_steps(step, dev, a.steps, a.warmup)
-                med = float(np.median(ts))
-                rows.append(dict(round=r, fwd=f, bwd=b, step_ms_median=1e3 * med, img_s=a.batch_size / med,
-                                 step_ms=[round(1e3 * t, 3) for t in ts]))
-                print(f"round {r} {f}:{b:9s} {1e3 * med:8.2f} ms/step  {a.batch_size / med:7.1f} img/s", flush=True)
-    finally: sc.FWD_VARIANT, sc.BWD_VARIANT = old
+    for r in range(a.rounds):
+        for f, b in settings:
+            with sc.use_variants(f, b): ts, _ = time_steps(step, dev, a.steps, a.warmup)
+            med = float(np.median(ts))
+            rows.append(dict(round=r, fwd=f, bwd=b, step_ms_median=1e3 * med, img_s=a.batch_size / med,
+                             step_ms=[round(1e3 * t, 3) for t in ts]))
+            print(f"round {r} {f}:{b:9s} {1e3 * med:8.2f} ms/step  {a.batch_size / med:7.1f} img/s", flush=True)
     summ = {}
     for f, b in settings:
         ms = [x["step_ms_median"] for x in rows if (x["fwd"], x["bwd"]) == (f, b)]

@@ -7,13 +7,13 @@ __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'SP_F
            'SEQ_TILE', 'SEQ_NS', 'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'V4_LPR', 'V4_WARPS', 'BWD_WARPS',
            'BWD_STAGE_NMAX', 'BWD_VARIANTS', 'BWD_VARIANT', 'FWD_VARIANTS', 'FWD_VARIANT', 'IMPLS', 'DEFAULT_IMPL',
            'SEQ_MIN_ROWS', 'SelectiveScanCudaFn', 'H100_SM', 'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES',
-           'ptx_instructions', 'scan_fwd_cuda', 'scan_bwd_cuda', 'plot_bwd_variants', 'selective_scan_cuda',
-           'sim_check', 'run_sim_check', 'bwd_variant_report', 'ptx_report', 'assemble', 'ptxas_report',
-           'scan_floor_bytes', 'scan_config', 'gpu_cases', 'gpu_check', 'copy_bandwidth', 'bench_scan_cuda',
-           'plot_bench_scan_cuda', 'format_bench_cuda', 'main_bench_scan_cuda']
+           'ptx_instructions', 'use_variants', 'scan_fwd_cuda', 'scan_bwd_cuda', 'plot_bwd_variants',
+           'selective_scan_cuda', 'sim_check', 'run_sim_check', 'bwd_variant_report', 'ptx_report', 'assemble',
+           'ptxas_report', 'scan_floor_bytes', 'scan_config', 'gpu_cases', 'gpu_check', 'copy_bandwidth',
+           'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda', 'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
-import math, os, sys, time, json, types, ctypes, argparse, platform, subprocess, datetime
+import math, os, sys, time, json, types, ctypes, argparse, platform, subprocess, datetime, contextlib
 import numpy as np
 import torch
 from .scan import scan_autograd, as_f32
@@ -1400,6 +1400,18 @@ def _fwd_variant(v:str|None=None)->dict:
     v = FWD_VARIANT if v is None else v
     if v not in FWD_VARIANTS: raise ValueError(f"forward variant must be one of {tuple(FWD_VARIANTS)}, got {v!r}")
     return FWD_VARIANTS[v]
+
+@contextlib.contextmanager
+def use_variants(fwd:str|None=None,  # FWD_VARIANTS key for impl "blk" (None: unchanged)
+                 bwd:str|None=None): # BWD_VARIANTS key for impl "blk"/"seq" (None: unchanged)
+    "Inside the block, launches use these kernel variants (read at every launch, so compiled models follow too)."
+    global FWD_VARIANT, BWD_VARIANT
+    if fwd is not None: _fwd_variant(fwd)
+    if bwd is not None: _bwd_variant(bwd)
+    old = FWD_VARIANT, BWD_VARIANT
+    FWD_VARIANT, BWD_VARIANT = fwd or FWD_VARIANT, bwd or BWD_VARIANT
+    try: yield
+    finally: FWD_VARIANT, BWD_VARIANT = old
 
 def _bwd_variant(v:str|None=None)->tuple:
     "(kernel name, factory kwargs, register cap) of a backward variant (None → BWD_VARIANT)."

@@ -10,7 +10,7 @@ __all__ = ['CKPT_FORMAT', 'RESUME_OVERRIDES', 'LEGACY_DEFAULTS', 'RELEASED_REFER
            'set_rng_state', 'resolve_device', 'dist_env', 'TrainConfig', 'save_predictions', 'load_predictions',
            'evaluate', 'compile_cache_file', 'load_compile_cache', 'save_compile_cache', 'compile_cache_counts',
            'compiled_step_report', 'SimulatedKill', 'train', 'fork_run', 'evaluate_checkpoint', 'main_train',
-           'main_eval', 'bench_setup', 'bench_config', 'main_bench_train']
+           'main_eval', 'time_steps', 'bench_setup', 'bench_config', 'main_bench_train']
 
 # %% ../nbs/09_train.ipynb #c003
 import argparse, hashlib, json, math, os, platform, random, re, shutil, subprocess, sys, time, datetime
@@ -843,6 +843,17 @@ RELEASED_REFERENCE = dict(
 def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
 
+def time_steps(run, dev, steps:int, warmup:int)->tuple:
+    "Run `run()` warmup + steps times, synchronised: (seconds of each timed call, seconds of the warm-up)."
+    times, t_warm = [], time.perf_counter()
+    for i in range(warmup + steps):
+        if i == warmup: t_warm = time.perf_counter() - t_warm
+        _sync(dev); t0 = time.perf_counter()
+        run()
+        _sync(dev); dt = time.perf_counter() - t0
+        if i >= warmup: times.append(dt)
+    return times, t_warm
+
 def bench_setup(variant:str, num_classes:int, mk:dict|None, dev, bs:int, img:int, bf16:bool, cl:bool, comp:bool,
                 comp_mode:str|None=None, seed:int=0, graph:bool=False, fused:bool=False)->tuple:
     "What bench-train times: (model, forward (compiled or not), Adam, a random batch's format, step(set_to_none=True))."
@@ -867,7 +878,6 @@ def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, 
                fused=False):
     model, fwd, opt, fmt, step = bench_setup(variant, num_classes, mk, dev, bs, img, bf16, cl, comp, comp_mode, seed, graph, fused)
     if dev.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
-    times = []
     if graph:   # the whole step (forward, backward, Adam) captured once as a CUDA graph, then replayed: no launch overhead
         if dev.type != 'cuda': raise ValueError('+graph needs a CUDA device')
         side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
@@ -878,13 +888,7 @@ def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, 
         with torch.cuda.graph(g, stream=side): step(set_to_none=False)   # same stream as the warm-up (Numba's stream cache)
         run, warmup = g.replay, 1
     else: run = step
-    t_warm = time.perf_counter()
-    for i in range(warmup + steps):
-        if i == warmup: t_warm = time.perf_counter() - t_warm
-        _sync(dev); t0 = time.perf_counter()
-        run()
-        _sync(dev); dt = time.perf_counter() - t0
-        if i >= warmup: times.append(dt)
+    times, t_warm = time_steps(run, dev, steps, warmup)
     res = dict(train_step_ms_median=1e3 * float(np.median(times)), train_img_s=bs / float(np.median(times)),
                train_step_ms=[round(1e3 * t, 3) for t in times], warmup_s=round(t_warm, 2))
     if comp: res['graph_breaks'] = int(sum(torch._dynamo.utils.counters['graph_break'].values()))
@@ -892,13 +896,10 @@ def _bench_one(variant, num_classes, mk, dev, bs, img, steps, warmup, bf16, cl, 
     model.eval(); res['infer_img_s'] = {}
     for ib in infer_bs:
         try:
-            xi = torch.randn(ib, 3, img, img, device=dev).contiguous(memory_format=fmt); ts = []
-            with torch.inference_mode():
-                for i in range(warmup + steps):
-                    _sync(dev); t0 = time.perf_counter()
-                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16): fwd(xi)
-                    _sync(dev); dt = time.perf_counter() - t0
-                    if i >= warmup: ts.append(dt)
+            xi = torch.randn(ib, 3, img, img, device=dev).contiguous(memory_format=fmt)
+            def infer():
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16): fwd(xi)
+            with torch.inference_mode(): ts, _ = time_steps(infer, dev, steps, warmup)
             res['infer_img_s'][str(ib)] = ib / float(np.median(ts))
         except torch.cuda.OutOfMemoryError: res['infer_img_s'][str(ib)] = 'OOM'
     del model, opt, fwd
