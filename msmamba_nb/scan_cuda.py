@@ -6,11 +6,12 @@
 __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'SP_FAST', 'CHAN_TILE', 'cuda', 'float32', 'uint64',
            'SEQ_TILE', 'SEQ_NS', 'SEQ_BLOCK', 'BLK_TILE', 'BLK_ROWS', 'V4_LPR', 'V4_WARPS', 'BWD_WARPS',
            'BWD_STAGE_NMAX', 'BWD_VARIANTS', 'BWD_VARIANT', 'FWD_VARIANTS', 'FWD_VARIANT', 'IMPLS', 'DEFAULT_IMPL',
-           'SEQ_MIN_ROWS', 'SelectiveScanCudaFn', 'H100_SM', 'MAMBA_SSM_H100', 'STAGE_SHAPES', 'HBM_BW', 'IMPL_NAMES',
-           'ptx_instructions', 'use_variants', 'scan_fwd_cuda', 'scan_bwd_cuda', 'plot_bwd_variants',
-           'selective_scan_cuda', 'sim_check', 'run_sim_check', 'bwd_variant_report', 'ptx_report', 'assemble',
-           'ptxas_report', 'scan_floor_bytes', 'scan_config', 'gpu_cases', 'gpu_check', 'copy_bandwidth',
-           'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda', 'main_bench_scan_cuda']
+           'SEQ_MIN_ROWS', 'SelectiveScanCudaFn', 'SelectiveScanMapFn', 'H100_SM', 'MAMBA_SSM_H100', 'STAGE_SHAPES',
+           'HBM_BW', 'IMPL_NAMES', 'ptx_instructions', 'use_variants', 'scan_fwd_cuda', 'scan_bwd_cuda',
+           'plot_bwd_variants', 'selective_scan_cuda', 'scan_orders', 'selective_scan_map_cuda', 'sim_check',
+           'run_sim_check', 'bwd_variant_report', 'ptx_report', 'assemble', 'ptxas_report', 'scan_floor_bytes',
+           'scan_config', 'gpu_cases', 'gpu_check', 'copy_bandwidth', 'bench_scan_cuda', 'plot_bench_scan_cuda',
+           'format_bench_cuda', 'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
 import math, os, sys, time, json, types, ctypes, argparse, platform, subprocess, datetime, contextlib
@@ -602,6 +603,25 @@ def _skipbias(Dv, bias, d, flags):
         bd = bias[d]
     return Dd, bd
 
+def _maprow(bg, r, d, row, brow, G, Dk, Dch, L, N, GC):
+    "Row r's addressing (uint64): (pb, pl, u/dout column, delta/out column, B/C column, their storage-row strides, B/C state stride)."
+    # sequence layout (MAP False): element t of a row sits at column + t, B/C state n at its column + n·L;
+    # map layout (MAP True): step t of direction g = bg % G sits at storage row pb + perm[pl + t]·GC (see `_at`),
+    # element = storage row · stride + column: u, dout (B, H, W, GC, Dk); delta, out (…, GC, G, Dk); B, C (…, GC, G, N)
+    if MAP:
+        bt = bg // G
+        g = bg - bt * G
+        b = bt // GC
+        return (uint64(b * L * GC + bt - b * GC), uint64(g * L), uint64(r), uint64(d), uint64(g * N),
+                uint64(Dk), uint64(Dch), uint64(G * N), uint64(1))
+    return uint64(0), uint64(0), uint64(row), uint64(row), uint64(brow), uint64(1), uint64(1), uint64(1), uint64(L)
+
+def _at(perm, pl, pb, GC, t):
+    "Storage row of step t: t itself (sequence layout), or map position perm[pl + t]'s row pb + position·GC (map layout)."
+    if MAP:
+        return pb + uint64(perm[uint64(pl + t)]) * uint64(GC)
+    return uint64(t)
+
 _DEVFNS = {}
 def _dev(fn, **consts):
     "`fn` with compile-time `consts` as a Numba CUDA device function (fastmath; compiled once; the simulator runs Python)."
@@ -867,9 +887,9 @@ def _blk_shape(Dk:int)->tuple:
     return parts, rpb, 4 * (-(-rpb // 8) * 8)
 
 # %% ../nbs/02_scan_cuda.ipynb #c028
-def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:bool=False):
+def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:bool=False, map_layout:bool=False):
     "Factory of the v3 forward: block per (b, group, part), B/C tiles in shared memory, delta/u prefetched."
-    def _fwd_blk(u, dl, A, Bm, Cm, Dv, z, bias, out, states, Bt, Dch, L, N, G, ntiles, flags):
+    def _fwd_blk(u, dl, A, Bm, Cm, Dv, z, bias, out, states, perm, Bt, Dch, L, N, G, ntiles, flags, GC):
         sB = cuda.shared.array(SM, float32, alignment=16)
         sC = cuda.shared.array(SM, float32, alignment=16)
         tid = cuda.threadIdx.x
@@ -888,6 +908,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:
         if not active:
             r = part * rpb
         d, ch, row, brow, srow = ROWC(bg, r, G, Dk, Dch, L, N, ntiles)
+        pb, pl, ru, rd, rb, su, sd, sb, sn = MAPROW(bg, r, d, row, brow, G, Dk, Dch, L, N, GC)
         Dd, bd = SKIPB(Dv, bias, d, flags)
         sp = (flags & 4) != 0
         for i in range(tid, SM, nth):          # states n ≥ N read zeros
@@ -901,18 +922,28 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:
         xn = float32(0.0)
         un = float32(0.0)
         if j < L:
-            xn = dl[row + j]
-            un = u[row + j]
+            ps = AT(perm, pl, pb, GC, j)
+            xn = dl[ps * sd + rd]
+            un = u[ps * su + ru]
         for k in range(ntiles):
             tb = k * TILE
             tl = min(TILE, L - tb)
             cuda.syncthreads()
-            for i in range(tid, N * TILE, nth):
-                n = i // TILE
-                t = i - n * TILE
-                if t < tl:
-                    sB[uint64(n * TP + (n >> 3) * PAD + t)] = Bm[uint64(brow + n * L + tb + t)]
-                    sC[uint64(n * TP + (n >> 3) * PAD + t)] = Cm[uint64(brow + n * L + tb + t)]
+            if MAP:                                 # a step's states are adjacent in the map layout: state index fastest
+                for i in range(tid, 16 * TILE, nth):
+                    t = i >> 4
+                    n = i & 15
+                    if t < tl and n < N:
+                        o = AT(perm, pl, pb, GC, tb + t) * sb + rb + uint64(n)
+                        sB[uint64(n * TP + (n >> 3) * PAD + t)] = Bm[o]
+                        sC[uint64(n * TP + (n >> 3) * PAD + t)] = Cm[o]
+            else:
+                for i in range(tid, N * TILE, nth):
+                    n = i // TILE
+                    t = i - n * TILE
+                    if t < tl:
+                        sB[uint64(n * TP + (n >> 3) * PAD + t)] = Bm[uint64(brow + n * L + tb + t)]
+                        sC[uint64(n * TP + (n >> 3) * PAD + t)] = Cm[uint64(brow + n * L + tb + t)]
             cuda.syncthreads()
             for c in range(0, tl, 4):
                 t = tb + c + j
@@ -920,8 +951,9 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:
                 uu = un
                 tn = t + 4
                 if tn < L:                      # prefetch the next chunk's delta, u
-                    xn = dl[uint64(row + tn)]
-                    un = u[uint64(row + tn)]
+                    ps = AT(perm, pl, pb, GC, tn)
+                    xn = dl[ps * sd + rd]
+                    un = u[ps * su + ru]
                 x, _ = SOFTPLUS(x, sp)
                 xu = x * uu
                 if tl - c >= 4:                 # all 4 steps valid: no per-step test
@@ -930,11 +962,12 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:
                     STEPS4(x, xu, base, j, tl - c, a2, h, y, sB, sC, c, TP, N)
                 yv = RS4(y[0], y[1], y[2], y[3], j, 1)
                 if active and t < L:
+                    ps = AT(perm, pl, pb, GC, t) * sd + rd
                     ov = yv + Dd * uu
                     if (flags & 2) != 0:
-                        zz = z[uint64(row + t)]
+                        zz = z[ps]
                         ov = ov * zz / (float32(1.0) + math.exp(-zz))
-                    out[uint64(row + t)] = ov
+                    out[ps] = ov
             if active:
                 for s in range(4):
                     n = j * 4 + s
@@ -942,6 +975,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:
                         states[uint64(srow + k * N + n)] = h[s]
     tp, pad = (tile + 4, 4) if vec else (tile + 1, 0)
     return _with_consts(_fwd_blk, SOFTPLUS=_dev(_softplus, SP_FAST=sp_fast), LANE=_dev(_lane_states), TILE=tile, TP=tp, PAD=pad, SM=16 * tp + pad, ROWS=rows, ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
+                        MAP=map_layout, MAPROW=_dev(_maprow, MAP=map_layout), AT=_dev(_at, MAP=map_layout),
                         STEPS4=_dev(_steps4, STRIDE=tp, PAD=pad, CHECKN=False, FULL=False),
                         STEPS4F=_dev(_steps4, STRIDE=tp, PAD=pad, CHECKN=False, FULL=True), RS4=_dev(_rs4))
 
@@ -973,7 +1007,8 @@ def _v4_smem_floats(tile:int=BLK_TILE, lpr:int=V4_LPR, sub:int|None=None)->int:
     sub = lpr if sub is None else sub
     return 2 * 16 * (tile + 1) + (tile // sub) * (16 // lpr) * WARP + WARP * sub
 
-def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|None=None, zgate:bool=True, sp_fast:bool=False):
+def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|None=None, zgate:bool=True, sp_fast:bool=False,
+                 map_layout:bool=False):
     "Factory of the v4 backward: warp per (b, group, 32/lpr rows), per-warp B/C tiles in shared memory, the next tile loaded behind each sub-chunk."
     # lane = (row r = lane // LPR, jj = lane % LPR); lane holds states n = jj·NS + s (s < NS); sub-chunk = SUB ≤ LPR steps
     # (lane jj loads step js = jj % SUB of it; lanes jj ≥ SUB duplicate); dB/dC: reduce-scatter over the RPW rows, then
@@ -982,8 +1017,8 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     # indices are uint64: Numba adds no negative-index wraparound for unsigned indices (shared memory: −15 %
     # PTX instructions, −10 registers; global too: see section 7e)
     def _bwd_v4(u, dl, A, Bm, Cm, Dv, z, bias, dout, states,
-                du_o, ddl_o, dz_o, dA_o, dB_o, dC_o, dD_o, dbias_o,
-                Bt, Dch, L, N, G, ntiles, S, CPB, flags):
+                du_o, ddl_o, dz_o, dA_o, dB_o, dC_o, dD_o, dbias_o, perm,
+                Bt, Dch, L, N, G, ntiles, S, CPB, flags, GC):
         sB = cuda.shared.array(SMBC, float32)
         sC = cuda.shared.array(SMBC, float32)
         sH = cuda.shared.array(SMH, float32)
@@ -1007,6 +1042,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
         if not active:
             rl = wi * RPW
         d, ch, row, brow, srow = ROWC(bg, rl, G, Dk, Dch, L, N, ntiles)
+        pb, pl, ru, rd, rb_, su, sd, sb, sn = MAPROW(bg, rl, d, row, brow, G, Dk, Dch, L, N, GC)
         ob = w * (16 * TP)
         oh = w * (TILE // SUB) * NS * 32
         ot = w * 32 * SUB
@@ -1046,13 +1082,16 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                 kt = kl - 1
             t = kt * TILE + col
             ok = kt >= 0 and t < L
+            pt = uint64(0)
+            if ok or not MAP:               # (the sequence layout reads no table: no test)
+                pt = AT(perm, pl, pb, GC, t) * sb + rb_
             for m in range(SUB2):
                 n = fn + PPI * m
                 bx = float32(0.0)
                 cx = float32(0.0)
                 if ok and n < N:
-                    bx = Bm[uint64(brow + n * L + t)]
-                    cx = Cm[uint64(brow + n * L + t)]
+                    bx = Bm[pt + uint64(n) * sn]
+                    cx = Cm[pt + uint64(n) * sn]
                 sB[uint64(ob + n * TP + col)] = bx
                 sC[uint64(ob + n * TP + col)] = cx
         cuda.syncwarp(_FULL)
@@ -1061,8 +1100,9 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
         xn = float32(0.0)
         un = float32(0.0)
         if kl * TILE + js < L:
-            xn = dl[uint64(row + kl * TILE + js)]
-            un = u[uint64(row + kl * TILE + js)]
+            ps = AT(perm, pl, pb, GC, kl * TILE + js)
+            xn = dl[ps * sd + rd]
+            un = u[ps * su + ru]
         xq = float32(0.0)
         uq = float32(0.0)
         gq = float32(0.0)
@@ -1088,8 +1128,9 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                     xn = float32(0.0)
                     un = float32(0.0)
                     if tn < L:
-                        xn = dl[uint64(row + tn)]
-                        un = u[uint64(row + tn)]
+                        ps = AT(perm, pl, pb, GC, tn)
+                        xn = dl[ps * sd + rd]
+                        un = u[ps * su + ru]
                     x, _ = SOFTPLUS(x, sp)
                     xu = x * uu
                     for i in range(SUB):
@@ -1106,11 +1147,12 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                     gq = float32(0.0)
                     zq = float32(0.0)
                     if tn < L:
-                        xq = dl[uint64(row + tn)]
-                        uq = u[uint64(row + tn)]
-                        gq = dout[uint64(row + tn)]
+                        ps = AT(perm, pl, pb, GC, tn)
+                        xq = dl[ps * sd + rd]
+                        uq = u[ps * su + ru]
+                        gq = dout[ps * su + ru]
                         if has_z:
-                            zq = z[uint64(row + tn)]
+                            zq = z[ps * sd + rd]
             # pass 2: sub-chunks last to first; inputs one sub-chunk ahead, tile k-1's B/C columns refilled behind
             for cc in range(nsub):
                 c = nsub - 1 - cc
@@ -1123,24 +1165,27 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                 zz = zq
                 if c > 0:
                     tn = t - SUB
-                    xq = dl[uint64(row + tn)]
-                    uq = u[uint64(row + tn)]
-                    gq = dout[uint64(row + tn)]
+                    ps = AT(perm, pl, pb, GC, tn)
+                    xq = dl[ps * sd + rd]
+                    uq = u[ps * su + ru]
+                    gq = dout[ps * su + ru]
                     if has_z:
-                        zq = z[uint64(row + tn)]
+                        zq = z[ps * sd + rd]
                 elif k > 0:
                     tn = tb - TILE + js
-                    xn = dl[uint64(row + tn)]
-                    un = u[uint64(row + tn)]
+                    ps = AT(perm, pl, pb, GC, tn)
+                    xn = dl[ps * sd + rd]
+                    un = u[ps * su + ru]
                 if k > 0:
                     tr = tb - TILE + c * SUB + fi
+                    pt = AT(perm, pl, pb, GC, tr) * sb + rb_
                     for m in range(SUB2):
                         n = fn + PPI * m
                         rb[m] = float32(0.0)
                         rc[m] = float32(0.0)
                         if n < N:
-                            rb[m] = Bm[uint64(brow + n * L + tr)]
-                            rc[m] = Cm[uint64(brow + n * L + tr)]
+                            rb[m] = Bm[pt + uint64(n) * sn]
+                            rc[m] = Cm[pt + uint64(n) * sn]
                 x, sgm = SOFTPLUS(x, sp)
                 gy = go
                 sz = float32(0.0)
@@ -1200,15 +1245,18 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                     sT[uint64(pw + (i ^ psw))] = mv
                 cuda.syncwarp(_FULL)
                 # atomics: instruction kq covers states PPI·kq .. PPI·kq + PPI - 1 (dB, then dC) × SUB consecutive steps
+                pt = uint64(0)
+                if fi < nv or not MAP:
+                    pt = AT(perm, pl, pb, GC, t0 + fi) * sb + rb_
                 for kq in range(SUB):
                     p = kq * PPI + fn
                     v = sT[uint64(ot + p * SUB + (fi ^ kq))]
                     n = p & 15
                     if n < N and fi < nv:
                         if kq < SUB2:
-                            cuda.atomic.add(dB_o, brow + n * L + t0 + fi, v)
+                            cuda.atomic.add(dB_o, pt + uint64(n) * sn, v)
                         else:
-                            cuda.atomic.add(dC_o, brow + n * L + t0 + fi, v)
+                            cuda.atomic.add(dC_o, pt + uint64(n) * sn, v)
                 if k > 0:
                     for m in range(SUB2):
                         n = fn + PPI * m
@@ -1234,13 +1282,14 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                         if LPR == 8:
                             py += cuda.shfl_xor_sync(_FULL, py, 4)
                 if valid and own:
+                    ps = AT(perm, pl, pb, GC, t) * sd + rd
                     ddt = pdd * sgm
-                    du_o[uint64(row + t)] = pu * x + Dd * gy
-                    ddl_o[uint64(row + t)] = ddt
+                    du_o[ps] = pu * x + Dd * gy
+                    ddl_o[ps] = ddt
                     pD += gy * uu
                     pbias += ddt
                     if has_z:
-                        dz_o[uint64(row + t)] = go * (py + Dd * uu) * sz * (float32(1.0) + zz * (float32(1.0) - sz))
+                        dz_o[ps] = go * (py + Dd * uu) * sz * (float32(1.0) + zz * (float32(1.0) - sz))
         for r in range(LOGL):
             pD += cuda.shfl_xor_sync(_FULL, pD, 1 << r)
             pbias += cuda.shfl_xor_sync(_FULL, pbias, 1 << r)
@@ -1260,7 +1309,8 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     return _with_consts(_bwd_v4, SOFTPLUS=_dev(_softplus, SP_FAST=sp_fast), LANE=_dev(_lane_states), ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
                         PPI=WARP // sub, LOGL=lpr.bit_length() - 1, HH=(sub + 1) * ns, AA=sub * ns, WPB=warps,
                         SMBC=warps * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=warps * WARP * sub,
-                        RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias))
+                        RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
+                        MAP=map_layout, MAPROW=_dev(_maprow, MAP=map_layout), AT=_dev(_at, MAP=map_layout))
 
 # %% ../nbs/02_scan_cuda.ipynb #c032
 def _compile_ptx(fn, sig:str, cc=(9, 0), fastmath:bool=True)->str:
@@ -1286,15 +1336,18 @@ _KERNELS, _STREAMS, _DUMMY = {}, {}, {}
 _RAW = os.environ.get("MSMAMBA_SCAN_CUDA_RAW", "1") != "0"   # fast raw launch path
 _POISON = False                                              # fill outputs with NaN first (tests)
 
-def _signature(kind:str):
-    "Numba signature of a fwd/bwd kernel: 1-D float32 arrays then int64 scalars."
-    from numba import float32 as f32, int64 as i64, void
-    return void(*([f32[::1]] * _N_ARR[kind] + [i64] * _N_INT[kind]))
+_PERM_ARG = ("fwd_blk", "bwd_v4")   # kernels that also take the map layout's int32 step → position table and GC
+
+def _signature(name:str):
+    "Numba signature of a kernel: 1-D float32 arrays, then int64 scalars (v3/v4: the int32 table after the arrays, GC last)."
+    from numba import float32 as f32, int32 as i32, int64 as i64, void
+    kind, perm = name[:3], name in _PERM_ARG
+    return void(*([f32[::1]] * _N_ARR[kind] + [i32[::1]] * perm + [i64] * (_N_INT[kind] + perm)))
 
 def _ptx(name:str, cc=(9, 0), **kw)->str:
     "PTX of a kernel variant (works without a GPU; needs numba-cuda's [cu13] extra)."
     _cuda()   # first: a factory's kernel copies this module's globals (cuda, float32, uint64) when it is built
-    return _compile_ptx(_FACTORIES[name](**kw), _signature(name[:3]), cc)
+    return _compile_ptx(_FACTORIES[name](**kw), _signature(name), cc)
 
 def _kernel(name:str, maxreg:int|None=None, **kw):
     "Compiled (dispatcher, low-level kernel or None) for a variant (`maxreg`: ptxas register cap), cached."
@@ -1305,7 +1358,7 @@ def _kernel(name:str, maxreg:int|None=None, **kw):
         if _simulator():
             _KERNELS[key] = (c.jit(fn), None)
         else:
-            disp = c.jit(_signature(name[:3]), fastmath=True, max_registers=maxreg)(fn)
+            disp = c.jit(_signature(name), fastmath=True, max_registers=maxreg)(fn)
             _KERNELS[key] = (disp, next(iter(disp.overloads.values())))
     return _KERNELS[key]
 
@@ -1343,10 +1396,10 @@ def _launch(name:str, grid:int, block:int, shmem:int, arrays:list, ints:list, **
     c = _cuda()
     disp[grid, block, ns, shmem](*[c.as_cuda_array(a.detach().view(-1), sync=False) for a in arrays], *ints)
 
-def _dummy(device)->torch.Tensor:
-    "A 1-element float32 tensor standing in for absent optional inputs."
-    if device not in _DUMMY: _DUMMY[device] = torch.zeros(1, device=device)
-    return _DUMMY[device]
+def _dummy(device, dtype=torch.float32)->torch.Tensor:
+    "A 1-element tensor standing in for absent optional inputs (int32: the sequence layout's unused step table)."
+    if (device, dtype) not in _DUMMY: _DUMMY[device, dtype] = torch.zeros(1, device=device, dtype=dtype)
+    return _DUMMY[device, dtype]
 
 # %% ../nbs/02_scan_cuda.ipynb #c038
 def _out(shape, like, zero=False):
@@ -1447,21 +1500,28 @@ def _tile(impl:str)->int:
 
 def _ntiles(impl, L): return max(1, -(-L // _tile(impl)))   # stored states per row
 
-def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, impl=None, fwd=None):
-    "Forward launch: returns (out float32 (Bt,D_,L), tile states float32 (Bt,D_,n_tiles,N)). B, C are 4-D; `fwd`: variant of impl 'blk' (None → FWD_VARIANT)."
-    Bt, Dch, L = u.shape
-    G, N = B.shape[1], A.shape[1]
+def _dims(u, delta, B, A, orders)->tuple:
+    "(Bt, D_, L, G, N, GC) of a call in the sequence layout (orders None) or the map layout (orders: (G, L) step table)."
+    if orders is None: return (*u.shape, B.shape[1], A.shape[1], 1)
+    Bb, H, W, GC, G, Dk = delta.shape
+    return Bb * GC, G * Dk, H * W, G, A.shape[1], GC
+
+def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, impl=None, fwd=None, orders=None):
+    "Forward launch: returns (out float32 (Bt,D_,L), tile states float32 (Bt,D_,n_tiles,N)). B, C are 4-D; `fwd`: variant of impl 'blk' (None → FWD_VARIANT); `orders`: map layout (section 10)."
+    Bt, Dch, L, G, N, GC = _dims(u, delta, B, A, orders)
     impl = _impl(impl, N, Bt * Dch)
     ntiles = _ntiles(impl, L)
-    out = _out((Bt, Dch, L), u)
+    out = _out((Bt, Dch, L) if orders is None else delta.shape, u)
     states = _out((Bt, Dch, ntiles, N), u)
     dm = _dummy(u.device)
     arrs = [u, delta, A, B, C, dm if D is None else D, dm if z is None else z, dm if delta_bias is None else delta_bias, out, states]
     ints = [Bt, Dch, L, N, G, ntiles, _flags(D, z, delta_bias, delta_softplus)]
     if Bt * Dch * L == 0: return out, states
+    if orders is not None and (impl != "blk" or z is not None): raise ValueError(f"the map layout needs impl 'blk' and no z (got {impl!r}, z {z is not None})")
     if impl == "blk":
         parts, _, nth = _blk_shape(Dch // G)
-        _launch("fwd_blk", Bt * G * parts, nth, 0, arrs, ints, tile=BLK_TILE, rows=BLK_ROWS, **_fwd_variant(fwd))
+        _launch("fwd_blk", Bt * G * parts, nth, 0, arrs + [_dummy(u.device, torch.int32) if orders is None else orders], ints + [GC],
+                tile=BLK_TILE, rows=BLK_ROWS, map_layout=orders is not None, **_fwd_variant(fwd))
     elif impl == "seq":
         nt = 4 * Bt * Dch
         _launch("fwd_seq", -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32), 0, arrs, ints, tile=SEQ_TILE)
@@ -1472,16 +1532,15 @@ def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_soft
         _launch("fwd_chan", -(-Bt * Dch // 32), 32, 0, arrs, ints, tile=CHAN_TILE)
     return out, states
 
-def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus=True, impl=None, bwd=None):
-    "Backward launch: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in float32 (None for absent D, z, bias); `bwd`: variant (None → BWD_VARIANT)."
-    Bt, Dch, L = u.shape
-    G, N = B.shape[1], A.shape[1]
+def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus=True, impl=None, bwd=None, orders=None):
+    "Backward launch: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in float32 (None for absent D, z, bias); `bwd`: variant (None → BWD_VARIANT); `orders`: map layout."
+    Bt, Dch, L, G, N, GC = _dims(u, delta, B, A, orders)
     impl = _impl(impl, N, Bt * Dch)
     ntiles = states.shape[2]
     W, S, CPB = _bwd_config(Bt, G, Dch // G, N)
     atomic = impl != "warp" or S > 1          # seq (also behind blk) and chan always accumulate dB/dC with atomics
     staged = N <= BWD_STAGE_NMAX and 16 * N * (WARP * ITEMS + ITEMS) <= 48 * 1024
-    du, ddl = _out(u.shape, u), _out(u.shape, u)
+    du, ddl = _out(delta.shape, u), _out(delta.shape, u)    # map layout: du per direction, summed at the end
     dz = _out(u.shape, u) if z is not None else None
     dA = _out(A.shape, u, zero=True)
     dB, dC = _out(B.shape, u, zero=atomic), _out(C.shape, u, zero=atomic)
@@ -1491,18 +1550,23 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     o = lambda t: dm if t is None else t
     arrs = [u, delta, A, B, C, o(D), o(z), o(delta_bias), dout, states, du, ddl, o(dz), dA, dB, dC, o(dD), o(db)]
     ints = [Bt, Dch, L, N, G, ntiles, S, CPB, _flags(D, z, delta_bias, delta_softplus) | (16 if atomic else 0) | (32 if staged else 0)]
-    if Bt * Dch * L == 0: return du, ddl, dA, dB, dC, dD, dz, db
+    mp = orders is not None      # map layout: the directions' du of the one map are summed
+    if Bt * Dch * L == 0: return (du.sum(-2) if mp else du), ddl, dA, dB, dC, dD, dz, db
+    if mp and (impl != "blk" or z is not None or _bwd_variant(bwd)[0] != "bwd_v4"):
+        raise ValueError(f"the map layout needs impl 'blk', no z and a v4 backward variant (got {impl!r}, {bwd or BWD_VARIANT!r})")
     if impl in ("seq", "blk"):      # v3 = v3 forward + a v2/v4 backward variant (same 64-step stored states)
         assert impl == "seq" or BLK_TILE == SEQ_TILE, "the v2 backward reads v3 forward states only when the tiles agree"
         name, kw, mr = _bwd_variant(bwd)
         grid, block = _bwd_launch_shape(bwd, Bt, Dch, G)
-        if name == "bwd_v4": kw = dict(kw, zgate=z is not None)
+        if name == "bwd_v4":
+            kw = dict(kw, zgate=z is not None, map_layout=mp)
+            arrs, ints = arrs + [orders if mp else _dummy(u.device, torch.int32)], ints + [GC]
         _launch(name, grid, block, 0, arrs, ints, tile=SEQ_TILE if impl == "seq" else BLK_TILE, maxreg=mr, **kw)
     elif impl == "warp":
         _launch("bwd_warp", Bt * G * S, WARP * W, 4 * (4 if staged else 2) * N * (WARP * ITEMS + ITEMS), arrs, ints, items=ITEMS)
     else:
         _launch("bwd_chan", -(-Bt * Dch // 32), 32, 0, arrs, ints, tile=CHAN_TILE)
-    return du, ddl, dA, dB, dC, dD, dz, db
+    return (du.sum(-2) if mp else du), ddl, dA, dB, dC, dD, dz, db
 
 # %% ../nbs/02_scan_cuda.ipynb #c041
 def _stage_axes(rows:list)->tuple:
@@ -1575,6 +1639,67 @@ def selective_scan_cuda(u:torch.Tensor,               # input (Bt, D_, L), fp32/
     B, C = (t.unsqueeze(1) if t.dim() == 3 else t for t in (B, C))
     cfg = f"{impl},{BWD_VARIANT}"                              # the backward variant is fixed when the forward runs
     return SelectiveScanCudaFn.apply(*map(as_f32, (u, delta, A, B, C, D, z, delta_bias)), bool(delta_softplus), cfg).to(u.dtype)
+
+def scan_orders(H:int, W:int,  # map height and width
+                K:int=4,       # directions: row-major, column-major, and both reversed (VMamba's cross-scan order)
+               )->torch.Tensor:# (K, H·W) int32: step t of direction k visits map position orders[k, t] (row-major)
+    "VMamba's scan orders of an H×W map as a table of row-major positions."
+    if not 1 <= K <= 4: raise ValueError(f"K={K} directions: VMamba's cross-scan has 1 to 4")
+    hw = torch.arange(H * W)
+    wh = hw.view(H, W).t().reshape(-1)
+    return torch.stack([hw, wh, hw.flip(0), wh.flip(0)])[:K].to(torch.int32).contiguous()
+
+_ORDERS = {}
+def _orders(H, W, K, device):
+    "`scan_orders` on `device`, cached."
+    if (H, W, K, device) not in _ORDERS: _ORDERS[H, W, K, device] = scan_orders(H, W, K).to(device)
+    return _ORDERS[H, W, K, device]
+
+def _map_dims(delta, A)->tuple:
+    (Bb, H, W, GC, K, Dk), N = delta.shape, A.shape[1]
+    return Bb, H, W, GC, K, Dk, N
+
+def _map_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cfg):
+    "Map-layout forward: [sum over directions of the outputs at each map position, tile states]."
+    Bb, H, W, GC, K, Dk, N = _map_dims(delta, A)
+    out, states = scan_fwd_cuda(u, delta, A, B, C, D, None, delta_bias, delta_softplus, "blk", orders=_orders(H, W, K, u.device))
+    return [out.sum(-2), states]
+
+def _map_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cfg):
+    Bb, H, W, GC, K, Dk, N = _map_dims(delta, A)
+    return [u.new_empty(u.shape), u.new_empty((Bb * GC, K * Dk, _ntiles("blk", H * W), N))]
+
+def _map_bwd(dout, u, delta, A, B, C, D, z, delta_bias, saved, delta_softplus, cfg):
+    "Map-layout backward: the eight gradients (du summed over the directions; 0-element for absent D, z, delta_bias)."
+    Bb, H, W, GC, K, Dk, N = _map_dims(delta, A)
+    g = scan_bwd_cuda(dout, u, delta, A, B, C, D, None, delta_bias, saved[0], delta_softplus, "blk", cfg.split(",")[1],
+                      orders=_orders(H, W, K, u.device))
+    return [u.new_empty(0) if t is None else t for t in g]
+
+SelectiveScanMapFn = scan_autograd("scan_cuda_map", _map_fwd, _map_fake, _map_bwd)
+
+def selective_scan_map_cuda(u:torch.Tensor,        # map (B, H, W, GC, Dk), channels last, read by all K directions
+                            delta:torch.Tensor,    # raw step sizes (B, H, W, GC, K, Dk): direction k's at each map position
+                            A:torch.Tensor,        # (K·Dk, N), N ≤ 16
+                            B:torch.Tensor,        # (B, H, W, GC, K, N)
+                            C:torch.Tensor,        # like B
+                            D:torch.Tensor|None=None,          # skip weights (K·Dk,)
+                            delta_bias:torch.Tensor|None=None, # (K·Dk,)
+                            delta_softplus:bool=True,          # Δ = softplus(delta + delta_bias)
+                           )->torch.Tensor:        # (B, H, W, GC, Dk): Σ_k of direction k's output at each position, u's dtype
+    "SS2D's K-direction scan and merge straight from a channels-last map: no cross-scan or cross-merge copies (section 10)."
+    if not (u.is_cuda or _simulator()): raise ValueError(f"selective_scan_map_cuda needs CUDA tensors, got {u.device}")
+    if _simulator() and not _SIM_SHUFFLES: raise RuntimeError("the map layout runs the warp kernels: call _install_sim_shuffles() first")
+    if delta.dim() != 6: raise ValueError(f"delta must be (B, H, W, GC, K, Dk), got {tuple(delta.shape)}")
+    Bb, H, W, GC, K, Dk, N = _map_dims(delta, A)
+    want = dict(u=(Bb, H, W, GC, Dk), A=(K * Dk, N), B=(Bb, H, W, GC, K, N), C=(Bb, H, W, GC, K, N), D=(K * Dk,), delta_bias=(K * Dk,))
+    for k, t in dict(u=u, A=A, B=B, C=C, D=D, delta_bias=delta_bias).items():
+        if t is not None and tuple(t.shape) != want[k]:
+            raise ValueError(f"selective_scan_map_cuda: {k} has shape {tuple(t.shape)}, expected {want[k]} for delta {tuple(delta.shape)}")
+    if N > 4 * SEQ_NS: raise ValueError(f"the map layout runs the v3/v4 kernels: d_state N={N} > {4 * SEQ_NS}")
+    if K > 4: raise ValueError(f"K={K} directions: VMamba's cross-scan has 1 to 4")
+    cfg = f"blk,{BWD_VARIANT}"
+    return SelectiveScanMapFn.apply(*map(as_f32, (u, delta, A, B, C, D, None, delta_bias)), bool(delta_softplus), cfg).to(u.dtype)
 
 # %% ../nbs/02_scan_cuda.ipynb #c048
 _SIM_SHUFFLES = False

@@ -1,7 +1,8 @@
 "Block-level tests: cross-scan/merge, SS2D, PSFFN and its alternatives, MIFA, parallel VSSM, Hybrid-Conv-SSM block."
 import pytest, torch
 import torch.nn.functional as F
-from msmamba_nb.ss2d import SS2D, cross_scan, cross_merge, dwconv_cl, record_scans
+from msmamba_nb.ss2d import SS2D, cross_scan, cross_merge, dwconv_cl, record_scans, selective_scan_map
+from msmamba_nb.scan_cuda import scan_orders
 from msmamba_nb.psffn import PSFFN, channel_shuffle, make_ffn, FFN_KINDS
 from msmamba_nb.mifa import MIFA, ECAGate
 from msmamba_nb.pvm import ParallelVSSM, HybridConvSSM, set_scan_layout, drop_path
@@ -113,6 +114,37 @@ def test_pvm_batched_equals_released_forward_and_grads():
         if pa.grad is None: assert pb.grad is None, na; continue
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-3, atol=1e-5, msg=na)
 
+
+def test_scan_orders_are_cross_scan():
+    "The map layout's step → position table walks the map exactly as cross_scan lays it out, for every K and odd shapes."
+    for H, W in ((2, 3), (5, 4), (1, 7)):
+        x = torch.randn(3, H, W)
+        for K in (1, 2, 4):
+            o = scan_orders(H, W, K)
+            assert o.dtype == torch.int32 and o.shape == (K, H * W)
+            torch.testing.assert_close(x.flatten(-2)[:, o.long()], cross_scan(x)[:K].transpose(0, 1), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="K=5"): scan_orders(2, 2, 5)
+
+
+def test_ss2d_map_layout_equals_batched():
+    "The map layout (projections and scan on the channels-last map, no cross-scan copies) equals the batched layout: outputs, gradients, counted work."
+    torch.manual_seed(0)
+    a = SS2D(12)                                                          # a non-square map with 4 chunks, as in a ParallelVSSM
+    b = SS2D(12, scan_layout="map"); b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 5, 7, 4, 12)
+    with record_scans() as ra: ya = a(x)
+    with record_scans() as rb: yb = b(x)
+    assert (ra.calls, ra.scan_macs, ra.proj_macs) == (rb.calls, rb.scan_macs, rb.proj_macs) and rb.calls == 1
+    torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-5)
+    w = torch.randn_like(ya)
+    (ya * w).sum().backward(); (yb * w).sum().backward()
+    for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
+        if pa.grad is None: assert pb.grad is None, na; continue
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-3, atol=1e-5, msg=na)
+    u = torch.randn(1, 3, 4, 2, 6, dtype=torch.float64)                  # selective_scan_map's reference path, K = 2
+    d, B, C = torch.randn(1, 3, 4, 2, 2, 6, dtype=torch.float64), *torch.randn(2, 1, 3, 4, 2, 2, 5, dtype=torch.float64)
+    y = selective_scan_map(u, d, -torch.rand(12, 5, dtype=torch.float64), B, C, backend="torch")
+    assert y.shape == u.shape and torch.isfinite(y).all()
 
 def test_block_counts_and_switches():
     assert [n_params(HybridConvSSM(C)) for C in (96, 192, 384, 768)] == [16075, 48661, 162601, 587857]

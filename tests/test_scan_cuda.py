@@ -336,11 +336,51 @@ def test_bench_variants_train_ab_cpu(tmp_path):
     script = Path(__file__).parents[1]/"benchmarks"/"scan_variants_train_ab.py"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     p = subprocess.run([sys.executable, str(script), "--device", "cpu", "--variant", "toy", "--img-size", "32", "--batch-size", "4",
-                        "--steps", "2", "--warmup", "1", "--rounds", "2", "--out", str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+                        "--steps", "2", "--warmup", "1", "--rounds", "2", "--out", str(tmp_path), "--settings", "v3:v4_nocap,v3_vec_sp:v4_sp:map"],
+                       env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     rec = json.load(open(tmp_path/"bench_scan_variants_train_ab.json"))
-    assert [(r["round"], r["fwd"], r["bwd"]) for r in rec["rounds"]] == [(0, "v3", "v4_nocap"), (0, "v3_vec_sp", "v4_sp"),
-                                                                         (1, "v3", "v4_nocap"), (1, "v3_vec_sp", "v4_sp")]
+    want = [(0, "v3", "v4_nocap", "batched"), (0, "v3_vec_sp", "v4_sp", "map"), (1, "v3", "v4_nocap", "batched"), (1, "v3_vec_sp", "v4_sp", "map")]
+    assert [(r["round"], r["fwd"], r["bwd"], r["layout"]) for r in rec["rounds"]] == want
+    assert sorted(rec["summary"]) == ["v3:v4_nocap", "v3_vec_sp:v4_sp:map"]
     assert rec["summary"]["v3:v4_nocap"]["speedup_vs_base"] == 1.0 and all(len(r["step_ms"]) == 2 for r in rec["rounds"])
     p = subprocess.run([sys.executable, str(script), "--device", "cpu", "--settings", "v3:nope"], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode != 0 and "got 'nope'" in p.stderr
+    p = subprocess.run([sys.executable, str(script), "--device", "cpu", "--settings", "v3:v4_nocap:diagonal"], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "layout must be 'batched' or 'map', got 'diagonal'" in p.stderr
+
+def test_sim_map_layout_vs_reference():
+    "The map-layout kernels (v3 forward, v4 backward reading the channels-last map through the step table) in the simulator equal cross-scan → scan → cross-merge in float64: output and all gradients; bad shapes are named."
+    code = """import json, torch
+import msmamba_nb.scan_cuda as m
+from msmamba_nb.ss2d import selective_scan_map
+m._install_sim_shuffles()
+m.BLK_TILE = m.SEQ_TILE = m.BLK_ROWS = 8
+torch.manual_seed(0)
+Bb, H, W, GC, K, Dk, N = 2, 3, 5, 2, 4, 4, 3                       # L = 15: two tiles, the second partial; 2 chunks, 2 batches
+ins = [torch.randn(Bb, H, W, GC, Dk), 0.5 * torch.randn(Bb, H, W, GC, K, Dk), -torch.rand(K * Dk, N) - 0.5,
+       torch.randn(Bb, H, W, GC, K, N), torch.randn(Bb, H, W, GC, K, N), torch.randn(K * Dk), 0.3 * torch.randn(K * Dk)]
+w = torch.randn(Bb, H, W, GC, Dk)
+def run(backend, dt):
+    t = [x.clone().to(dt).requires_grad_() for x in ins]
+    y = selective_scan_map(*t, backend=backend)
+    (y * w.to(dt)).sum().backward()
+    return [y.detach().double()] + [x.grad.double() for x in t]
+ref, got = run('torch', torch.float64), run('cuda', torch.float32)
+rel = [float((a - b).norm() / b.norm()) for a, b in zip(got, ref)]
+errs = []
+for bad in [dict(u=torch.randn(Bb, H, W, GC, Dk + 1)), dict(B=torch.randn(Bb, H, W, GC, K, N + 1))]:
+    a = dict(zip(('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias'), ins)); a.update(bad)
+    try: m.selective_scan_map_cuda(**a)
+    except ValueError as e: errs.append(str(e))
+print('JSON' + json.dumps(dict(rel=rel, errs=errs)))"""
+    r = _sim(code, timeout=600)
+    assert len(r["rel"]) == 8 and max(r["rel"]) < 1e-5, r["rel"]     # out, du, ddelta, dA, dB, dC, dD, ddelta_bias
+    assert "u has shape (2, 3, 5, 2, 5), expected (2, 3, 5, 2, 4)" in r["errs"][0] and "B has shape" in r["errs"][1], r["errs"]
+
+def test_ptx_map_layout_kernels():
+    "The map-layout builds compile for sm_90 without fp64 or local memory and read the int32 step table; the sequence-layout builds read no table."
+    for nm, kw in (("fwd_blk", {}), ("bwd_v4", dict(lpr=8, sub=4, warps=2, zgate=False))):
+        seq, mp = (sc.ptx_instructions(sc._ptx(nm, cc=(9, 0), map_layout=x, **kw)) for x in (False, True))
+        assert not any(".f64" in l or ".local" in l for l in mp), nm
+        assert sum(l.startswith("ld.global.s32") for l in mp) >= 4 and not any(l.startswith("ld.global.s32") for l in seq), nm
