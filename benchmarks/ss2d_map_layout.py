@@ -21,12 +21,12 @@ from msmamba_nb.ss2d import SS2D
 from scan_bwd_variants import _cpu_ms, write_json
 
 STAGES = [(12, 56), (24, 28), (48, 14), (96, 7)]     # variant t: (d_model of a chunk, map side); d_inner = 2·d_model
-SMOKE_STAGES, BATCH, CHUNKS = [(4, 5)], 58, 4
+SMOKE_STAGES, BATCH, CHUNKS, N = [(2, 3)], 58, 4, 16       # the smoke run (simulator) uses N = 4
 
 def cores(dm:int, dev):
     "Two SS2D of the same weights, batched and map layout; their cores as functions of the channels-last u (B, H, W, G, di)."
     torch.manual_seed(0)
-    a = SS2D(dm, d_state=16).to(dev)
+    a = SS2D(dm, d_state=N).to(dev)
     b = copy.deepcopy(a); b.scan_layout = "map"
     batched = lambda u: a._ssm(u.permute(0, 3, 4, 1, 2)).permute(0, 3, 4, 1, 2)   # as SS2D.forward calls it
     return a, b, batched, b._ssm_map
@@ -47,7 +47,7 @@ def check(dm, side, bs, dev)->float:
 
 def kernel_inputs(dm, side, bs, dev):
     "Random scan inputs in the map layout and the same numbers in the sequence layout (as the batched core hands them)."
-    K, N, di, L = 4, 16, 2 * dm, side * side
+    K, di, L = 4, 2 * dm, side * side
     o = sc._orders(side, side, K, torch.device(dev) if dev != "cpu" else "cpu").long()
     u = torch.randn(bs, side, side, CHUNKS, di, device=dev)
     d = 0.5 * torch.randn(bs, side, side, CHUNKS, K, di, device=dev)
@@ -91,14 +91,16 @@ def main(argv=None)->int:
     p.add_argument("--compile", action="store_true", help="also time the torch.compile'd cores")
     p.add_argument("--sim-smoke", action="store_true", help="no GPU: tiny shapes in the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
     a = p.parse_args(argv)
+    global N
     t0, dev, stages, bs, ev = time.time(), "cuda", STAGES, BATCH, sc._events_ms if not a.sim_smoke else _cpu_ms
     if a.sim_smoke:
+        N = 4
         assert sc._simulator(), "--sim-smoke needs NUMBA_ENABLE_CUDASIM=1"
         sc._install_sim_shuffles(); sc.BLK_TILE = sc.SEQ_TILE = 8
         dev, stages, bs, a.reps, a.warmup, a.compile = "cpu", SMOKE_STAGES, 1, 1, 0, False
     rows = []
     for dm, side in stages:
-        r = dict(d_model=dm, d_inner=2 * dm, side=side, L=side * side, batch=bs, chunks=CHUNKS, K=4, N=16,
+        r = dict(d_model=dm, d_inner=2 * dm, side=side, L=side * side, batch=bs, chunks=CHUNKS, K=4, N=N,
                  max_rel_err=check(dm, side, bs, dev))
         r["kernels_ms"] = time_kernels(dm, side, bs, dev, ev, a.reps, a.warmup)
         r["eager_ms"] = time_cores(dm, side, bs, dev, ev, a.reps, a.warmup, False)

@@ -70,7 +70,7 @@ class MicroscopicMamba(nn.Module):
                  parallel:bool=True,              # False: one SS2D with d_model = C/2
                  d_state:int=16,                  # SSM state size N
                  in_chans:int=3,                  # image channels
-                 scan_layout:str="batched",       # "batched" or "released"
+                 scan_layout:str="batched",       # "batched", "map" or "released"
                  scan_backend:str="auto",         # selective_scan backend
                  depths:tuple|None=None, dims:tuple|None=None, # override the variant's depths/dims
                 ):

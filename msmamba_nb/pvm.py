@@ -25,7 +25,7 @@ class ParallelVSSM(nn.Module):
                  psffn_ratio:float=0.25,       # PSFFN selected ratio r
                  fix_transpose:bool=False,     # PSFFN: drop the released H/W transpose
                  drop_unused:bool=False,       # omit the modules the released code creates but never calls
-                 scan_layout:str="batched",    # "batched" (1 scan call) or "released" (n_chunks·4 calls)
+                 scan_layout:str="batched",    # "batched" (1 scan call), "map" (1 call, no cross-scan copies) or "released" (n_chunks·4 calls)
                  scan_backend:str="auto",      # selective_scan backend
                 ):
         super().__init__()
@@ -55,7 +55,7 @@ class ParallelVSSM(nn.Module):
 
 # %% ../nbs/06_pvm.ipynb #c006
 def set_scan_layout(module:nn.Module, # a model or any part of it
-                    layout:str,       # "batched" or "released"
+                    layout:str,       # "batched", "map" or "released"
                    )->nn.Module:
     "Switch every ParallelVSSM and SS2D inside `module` to a scan layout (in place); returns the module."
     if layout not in SCAN_LAYOUTS: raise ValueError(f"scan_layout must be one of {SCAN_LAYOUTS}, got {layout!r}")

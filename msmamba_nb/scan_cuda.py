@@ -9,9 +9,9 @@ __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'SP_F
            'SEQ_MIN_ROWS', 'SelectiveScanCudaFn', 'SelectiveScanMapFn', 'H100_SM', 'MAMBA_SSM_H100', 'STAGE_SHAPES',
            'HBM_BW', 'IMPL_NAMES', 'ptx_instructions', 'use_variants', 'scan_fwd_cuda', 'scan_bwd_cuda',
            'plot_bwd_variants', 'selective_scan_cuda', 'scan_orders', 'selective_scan_map_cuda', 'sim_check',
-           'run_sim_check', 'bwd_variant_report', 'ptx_report', 'assemble', 'ptxas_report', 'scan_floor_bytes',
-           'scan_config', 'gpu_cases', 'gpu_check', 'copy_bandwidth', 'bench_scan_cuda', 'plot_bench_scan_cuda',
-           'format_bench_cuda', 'main_bench_scan_cuda']
+           'sim_check_map', 'run_sim_check', 'bwd_variant_report', 'ptx_report', 'assemble', 'ptxas_report',
+           'scan_floor_bytes', 'scan_config', 'gpu_cases', 'gpu_check', 'copy_bandwidth', 'bench_scan_cuda',
+           'plot_bench_scan_cuda', 'format_bench_cuda', 'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
 import math, os, sys, time, json, types, ctypes, argparse, platform, subprocess, datetime, contextlib
@@ -1640,6 +1640,7 @@ def selective_scan_cuda(u:torch.Tensor,               # input (Bt, D_, L), fp32/
     cfg = f"{impl},{BWD_VARIANT}"                              # the backward variant is fixed when the forward runs
     return SelectiveScanCudaFn.apply(*map(as_f32, (u, delta, A, B, C, D, z, delta_bias)), bool(delta_softplus), cfg).to(u.dtype)
 
+# %% ../nbs/02_scan_cuda.ipynb #c046n
 def scan_orders(H:int, W:int,  # map height and width
                 K:int=4,       # directions: row-major, column-major, and both reversed (VMamba's cross-scan order)
                )->torch.Tensor:# (K, H·W) int32: step t of direction k visits map position orders[k, t] (row-major)
@@ -1649,6 +1650,7 @@ def scan_orders(H:int, W:int,  # map height and width
     wh = hw.view(H, W).t().reshape(-1)
     return torch.stack([hw, wh, hw.flip(0), wh.flip(0)])[:K].to(torch.int32).contiguous()
 
+# %% ../nbs/02_scan_cuda.ipynb #c046q
 _ORDERS = {}
 def _orders(H, W, K, device):
     "`scan_orders` on `device`, cached."
@@ -1688,8 +1690,6 @@ def selective_scan_map_cuda(u:torch.Tensor,        # map (B, H, W, GC, Dk), chan
                             delta_softplus:bool=True,          # Δ = softplus(delta + delta_bias)
                            )->torch.Tensor:        # (B, H, W, GC, Dk): Σ_k of direction k's output at each position, u's dtype
     "SS2D's K-direction scan and merge straight from a channels-last map: no cross-scan or cross-merge copies (section 10)."
-    if not (u.is_cuda or _simulator()): raise ValueError(f"selective_scan_map_cuda needs CUDA tensors, got {u.device}")
-    if _simulator() and not _SIM_SHUFFLES: raise RuntimeError("the map layout runs the warp kernels: call _install_sim_shuffles() first")
     if delta.dim() != 6: raise ValueError(f"delta must be (B, H, W, GC, K, Dk), got {tuple(delta.shape)}")
     Bb, H, W, GC, K, Dk, N = _map_dims(delta, A)
     want = dict(u=(Bb, H, W, GC, Dk), A=(K * Dk, N), B=(Bb, H, W, GC, K, N), C=(Bb, H, W, GC, K, N), D=(K * Dk,), delta_bias=(K * Dk,))
@@ -1698,6 +1698,8 @@ def selective_scan_map_cuda(u:torch.Tensor,        # map (B, H, W, GC, Dk), chan
             raise ValueError(f"selective_scan_map_cuda: {k} has shape {tuple(t.shape)}, expected {want[k]} for delta {tuple(delta.shape)}")
     if N > 4 * SEQ_NS: raise ValueError(f"the map layout runs the v3/v4 kernels: d_state N={N} > {4 * SEQ_NS}")
     if K > 4: raise ValueError(f"K={K} directions: VMamba's cross-scan has 1 to 4")
+    if not (u.is_cuda or _simulator()): raise ValueError(f"selective_scan_map_cuda needs CUDA tensors, got {u.device}")
+    if _simulator() and not _SIM_SHUFFLES: raise RuntimeError("the map layout runs the warp kernels: call _install_sim_shuffles() first")
     cfg = f"blk,{BWD_VARIANT}"
     return SelectiveScanMapFn.apply(*map(as_f32, (u, delta, A, B, C, D, None, delta_bias)), bool(delta_softplus), cfg).to(u.dtype)
 
@@ -1798,9 +1800,35 @@ def _check_case(Bt, Dc, L, N, G, opts=(), seed=0, impl="warp", device="cuda", dt
         if v is not None: r["d" + k] = rel(v.grad.double().cpu().numpy(), gref[k])
     return r
 
-def run_sim_check(timeout:int=300, **kw)->list:
-    "Run `sim_check` in a subprocess with NUMBA_ENABLE_CUDASIM=1 and return its result."
-    code = f"import json; from msmamba_nb.scan_cuda import sim_check; print('JSON' + json.dumps(sim_check(**{kw!r})))"
+def sim_check_map(shape:tuple=(2, 3, 5, 2, 4, 4, 3), # (B, H, W, GC, K, Dk, N); default L = 15: two 8-step tiles, the second partial
+                  seed:int=0,
+                 )->dict:                            # relative L2 errors of the output and of each gradient
+    "Map-layout kernels through `selective_scan_map_cuda` in the simulator against cross-scan → scan → cross-merge in float64."
+    from msmamba_nb.ss2d import selective_scan_map
+    global BLK_TILE, SEQ_TILE, BLK_ROWS
+    assert _simulator(), "needs NUMBA_ENABLE_CUDASIM=1 (set before numba is imported)"
+    _install_sim_shuffles()
+    Bb, H, W, GC, K, Dk, N = shape
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)
+    ins = dict(u=r(Bb, H, W, GC, Dk), delta=0.5 * r(Bb, H, W, GC, K, Dk), A=-torch.rand(K * Dk, N, generator=g) - 0.5,
+               B=r(Bb, H, W, GC, K, N), C=r(Bb, H, W, GC, K, N), D=r(K * Dk), delta_bias=0.3 * r(K * Dk))
+    w = r(Bb, H, W, GC, Dk)
+    def run(backend, dt):
+        t = {k: v.detach().to(dt, copy=True).requires_grad_() for k, v in ins.items()}
+        y = selective_scan_map(**t, backend=backend)
+        (y * w.to(dt)).sum().backward()
+        return dict(out=y.detach().double(), **{"d" + k: v.grad.double() for k, v in t.items()})
+    old = BLK_TILE, SEQ_TILE, BLK_ROWS
+    BLK_TILE = SEQ_TILE = BLK_ROWS = 8
+    try: got, ref = run("cuda", torch.float32), run("torch", torch.float64)
+    finally: BLK_TILE, SEQ_TILE, BLK_ROWS = old
+    return {k: float((got[k] - ref[k]).norm() / ref[k].norm()) for k in ref}
+
+def run_sim_check(timeout:int=300, fn:str="sim_check", **kw)->list|dict:
+    "Run `sim_check` (or `sim_check_map`) in a subprocess with NUMBA_ENABLE_CUDASIM=1 and return its result."
+    if fn not in ("sim_check", "sim_check_map"): raise ValueError(f"fn must be 'sim_check' or 'sim_check_map', got {fn!r}")
+    code = f"import json; from msmamba_nb.scan_cuda import {fn}; print('JSON' + json.dumps({fn}(**{kw!r})))"
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
     if p.returncode: raise RuntimeError(p.stderr[-3000:])

@@ -31,6 +31,7 @@ def cross_merge(y:torch.Tensor, # four scanned sequences (..., 4, C, H*W)
     T = lambda t: t.unflatten(-1, (W, H)).transpose(-1, -2)
     return (y0 + y2.flip(-1)).unflatten(-1, (H, W)) + T(y1) + T(y3.flip(-1))
 
+# %% ../nbs/03_ss2d.ipynb #c009c
 def selective_scan_map(u:torch.Tensor,        # map (B, H, W, GC, Dk), channels last, read by all K directions
                        delta:torch.Tensor,    # raw step sizes (B, H, W, GC, K, Dk) at map positions
                        A:torch.Tensor,        # (K·Dk, N)

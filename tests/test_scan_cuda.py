@@ -1,5 +1,5 @@
 "CPU tests of msmamba_nb.scan_cuda: import without a GPU, PTX for sm_90 (no fp64), simulator runs vs the NumPy reference."
-import os, sys, json, subprocess
+import os, re, sys, json, subprocess
 from pathlib import Path
 import numpy as np, pytest, torch
 import msmamba_nb.scan_cuda as sc
@@ -350,33 +350,24 @@ def test_bench_variants_train_ab_cpu(tmp_path):
     assert p.returncode != 0 and "layout must be 'batched' or 'map', got 'diagonal'" in p.stderr
 
 def test_sim_map_layout_vs_reference():
-    "The map-layout kernels (v3 forward, v4 backward reading the channels-last map through the step table) in the simulator equal cross-scan → scan → cross-merge in float64: output and all gradients; bad shapes are named."
-    code = """import json, torch
-import msmamba_nb.scan_cuda as m
-from msmamba_nb.ss2d import selective_scan_map
-m._install_sim_shuffles()
-m.BLK_TILE = m.SEQ_TILE = m.BLK_ROWS = 8
-torch.manual_seed(0)
-Bb, H, W, GC, K, Dk, N = 2, 3, 5, 2, 4, 4, 3                       # L = 15: two tiles, the second partial; 2 chunks, 2 batches
-ins = [torch.randn(Bb, H, W, GC, Dk), 0.5 * torch.randn(Bb, H, W, GC, K, Dk), -torch.rand(K * Dk, N) - 0.5,
-       torch.randn(Bb, H, W, GC, K, N), torch.randn(Bb, H, W, GC, K, N), torch.randn(K * Dk), 0.3 * torch.randn(K * Dk)]
-w = torch.randn(Bb, H, W, GC, Dk)
-def run(backend, dt):
-    t = [x.clone().to(dt).requires_grad_() for x in ins]
-    y = selective_scan_map(*t, backend=backend)
-    (y * w.to(dt)).sum().backward()
-    return [y.detach().double()] + [x.grad.double() for x in t]
-ref, got = run('torch', torch.float64), run('cuda', torch.float32)
-rel = [float((a - b).norm() / b.norm()) for a, b in zip(got, ref)]
-errs = []
-for bad in [dict(u=torch.randn(Bb, H, W, GC, Dk + 1)), dict(B=torch.randn(Bb, H, W, GC, K, N + 1))]:
-    a = dict(zip(('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias'), ins)); a.update(bad)
-    try: m.selective_scan_map_cuda(**a)
-    except ValueError as e: errs.append(str(e))
-print('JSON' + json.dumps(dict(rel=rel, errs=errs)))"""
-    r = _sim(code, timeout=600)
-    assert len(r["rel"]) == 8 and max(r["rel"]) < 1e-5, r["rel"]     # out, du, ddelta, dA, dB, dC, dD, ddelta_bias
-    assert "u has shape (2, 3, 5, 2, 5), expected (2, 3, 5, 2, 4)" in r["errs"][0] and "B has shape" in r["errs"][1], r["errs"]
+    "The map-layout kernels (v3 forward, v4 backward reading the channels-last map through the step table) in the simulator equal cross-scan → scan → cross-merge in float64: output and all gradients."
+    r = sc.run_sim_check(600, fn="sim_check_map")
+    assert sorted(r) == sorted(["out", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"]) and max(r.values()) < 1e-5, r
+    r = sc.run_sim_check(600, fn="sim_check_map", shape=(1, 4, 4, 1, 2, 2, 16))   # K = 2, N = 16, L = 16: two full tiles
+    assert max(r.values()) < 1e-5, r
+
+def test_map_layout_names_bad_shapes():
+    "selective_scan_map_cuda checks every shape against delta's before anything else, and names the tensor."
+    Bb, H, W, GC, K, Dk, N = 2, 3, 5, 2, 4, 4, 3
+    a = dict(u=torch.zeros(Bb, H, W, GC, Dk), delta=torch.zeros(Bb, H, W, GC, K, Dk), A=torch.zeros(K * Dk, N),
+             B=torch.zeros(Bb, H, W, GC, K, N), C=torch.zeros(Bb, H, W, GC, K, N))
+    big = torch.zeros(Bb, H, W, GC, K, 32)
+    for bad, msg in ((dict(u=torch.zeros(Bb, H, W, GC, Dk + 1)), "u has shape (2, 3, 5, 2, 5), expected (2, 3, 5, 2, 4)"),
+                     (dict(B=torch.zeros(Bb, H, W, GC, K, N + 1)), "B has shape (2, 3, 5, 2, 4, 4), expected (2, 3, 5, 2, 4, 3)"),
+                     (dict(delta=torch.zeros(Bb, H * W, GC, K, Dk)), "delta must be (B, H, W, GC, K, Dk)"),
+                     (dict(A=torch.zeros(K * Dk, 32), B=big, C=big), "d_state N=32 > 16")):
+        with pytest.raises(ValueError, match=re.escape(msg)): sc.selective_scan_map_cuda(**dict(a, **bad))
+    with pytest.raises(ValueError, match="needs CUDA tensors"): sc.selective_scan_map_cuda(**a)
 
 def test_ptx_map_layout_kernels():
     "The map-layout builds compile for sm_90 without fp64 or local memory and read the int32 step table; the sequence-layout builds read no table."
@@ -384,3 +375,13 @@ def test_ptx_map_layout_kernels():
         seq, mp = (sc.ptx_instructions(sc._ptx(nm, cc=(9, 0), map_layout=x, **kw)) for x in (False, True))
         assert not any(".f64" in l or ".local" in l for l in mp), nm
         assert sum(l.startswith("ld.global.s32") for l in mp) >= 4 and not any(l.startswith("ld.global.s32") for l in seq), nm
+
+def test_bench_ss2d_map_layout_sim_smoke(tmp_path):
+    "The map-layout benchmark end to end in the simulator: the map core equals the batched core, and both kernel layouts store the same states bit for bit."
+    script = Path(__file__).parents[1]/"benchmarks"/"ss2d_map_layout.py"
+    p = subprocess.run([sys.executable, str(script), "--sim-smoke", "--out", str(tmp_path)], env=ENV, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec = json.load(open(tmp_path/"bench_ss2d_map_layout.json"))
+    (st,) = rec["stages"]
+    assert st["max_rel_err"] < 1e-5 and st["kernels_ms"]["states_max_abs_diff"] == 0.0, st
+    assert sorted(rec["ratio_map_over_batched"]) == ["eager_ms:fwd", "eager_ms:fwdbwd", "kernels:bwd", "kernels:fwd"]
