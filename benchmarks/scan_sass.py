@@ -43,9 +43,10 @@ def find_nvdisasm(path=None)->str:
     except ImportError: pass
     sys.exit("nvdisasm not found: pip install nvidia-cuda-nvdisasm, or pass --nvdisasm PATH")
 
-def sass(name:str, nvdisasm:str)->str:
+def sass(name:str, nvdisasm:str, **kw)->str:
+    "SASS of a kernel (name or BWD_VARIANTS key; `kw`: more factory arguments, e.g. map_layout=True)."
     with tempfile.NamedTemporaryFile(suffix='.cubin') as f:
-        f.write(sc.assemble(name)[0]); f.flush()
+        f.write(sc.assemble(name, **kw)[0]); f.flush()
         return subprocess.run([nvdisasm, '-c', f.name], capture_output=True, text=True, check=True).stdout
 
 def loops(text:str, min_ex2:int=1)->list:
@@ -73,6 +74,7 @@ def main(argv=None):
     p.add_argument('--nvdisasm', default=None)
     p.add_argument('--out', default=None, help='JSON file to write')
     p.add_argument('--ptx', action='store_true', help='print PTX instruction counts of every kernel build and stop')
+    p.add_argument('--map-layout', action='store_true', help='also the map-layout build of each kernel (fwd_blk, bwd_v4 variants), as KERNEL+map')
     a = p.parse_args(argv)
     if a.ptx:
         rows = ptx_counts()
@@ -84,8 +86,10 @@ def main(argv=None):
                                                                     cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     rec = dict(tool='benchmarks/scan_sass.py', commit=commit, nvdisasm=ver, arch='sm_90',
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), kernels={})
-    for k in a.kernels.split(','):
-        rec['kernels'][k] = loops(sass(k, nvd))
+    builds = [(k, k, {}) for k in a.kernels.split(',')]
+    if a.map_layout: builds += [(k + '+map', k, dict(map_layout=True)) for k in a.kernels.split(',')]
+    for k, name, kw in builds:
+        rec['kernels'][k] = loops(sass(name, nvd, **kw))
         for lp in rec['kernels'][k]:
             print(f"{k:10s} loop {lp['label']:8s} {lp['instructions']:5d} instr: EX2 {lp['mufu_ex2']:3d}, LDS {lp['lds']:3d}, "
                   f"LDG {lp['ldg']:3d}, SHFL {lp['shfl']:3d}, FP32 {lp['ffma'] + lp['fmul'] + lp['fadd']:4d}, "

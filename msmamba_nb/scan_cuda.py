@@ -1871,11 +1871,13 @@ def ptx_report(names=("fwd_warp", "bwd_warp", "fwd_chan", "bwd_chan"), cc=(9, 0)
     return rep
 
 def assemble(name:str,     # a kernel name or a BWD_VARIANTS key (built without the z gate, as the calls without z run)
-             cc=(9, 0))->tuple:
+             cc=(9, 0),
+             **kw,          # more factory arguments, e.g. map_layout=True
+            )->tuple:
     "Assemble a kernel for `cc` with ptxas through nvJitLink (no GPU needed): (cubin bytes, ptxas log)."
     from cuda.bindings import nvjitlink as nj
-    kn, kw, mr = (name, {}, None) if name in _FACTORIES else _bwd_variant(name)
-    if kn == "bwd_v4" and name not in _FACTORIES: kw = dict(kw, zgate=False)
+    kn, vkw, mr = (name, {}, None) if name in _FACTORIES else _bwd_variant(name)
+    kw = dict(vkw, **(dict(zgate=False) if kn == "bwd_v4" and name not in _FACTORIES else {}), **kw)
     ptx = _ptx(kn, cc=cc, **kw).encode()
     h = nj.create(4 + (mr is not None), [f"-arch=sm_{cc[0]}{cc[1]}", "-O3", "-verbose", "-Xptxas=-v"] + ([f"-maxrregcount={mr}"] if mr else []))
     try:
@@ -1886,12 +1888,13 @@ def assemble(name:str,     # a kernel name or a BWD_VARIANTS key (built without 
     return bytes(cub), buf.decode(errors="replace")
 
 def ptxas_report(names=("fwd_blk", "fwd_seq", "bwd_seq", "fwd_warp", "bwd_warp"), # kernel names or BWD_VARIANTS keys
-                 cc=(9, 0))->dict:
+                 cc=(9, 0),
+                 **kw)->dict:   # more factory arguments for every build (e.g. map_layout=True)
     "Assemble kernels for `cc` with ptxas (through nvJitLink, no GPU needed): registers, spills, stack, shared memory, warps/SM."
     import re
     rep = {}
     for nm in names:
-        log = assemble(nm, cc)[1]
+        log = assemble(nm, cc, **kw)[1]
         num = lambda pat: int(m.group(1)) if (m := re.search(pat, log)) else None
         regs = num(r"Used (\d+) registers")
         rep[nm] = dict(registers=regs, spill_stores=num(r"(\d+) bytes spill stores"), spill_loads=num(r"(\d+) bytes spill loads"),
