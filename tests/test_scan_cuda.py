@@ -375,6 +375,8 @@ def test_ptx_map_layout_kernels():
         seq, mp = (sc.ptx_instructions(sc._ptx(nm, cc=(9, 0), map_layout=x, **kw)) for x in (False, True))
         assert not any(".f64" in l or ".local" in l for l in mp), nm
         assert sum(l.startswith("ld.global.s32") for l in mp) >= 4 and not any(l.startswith("ld.global.s32") for l in seq), nm
+    rp = sc.ptxas_report(("fwd_blk", "v4_nocap"), map_layout=True)                     # assembled for sm_90: no spills
+    assert all(r["spill_stores"] == 0 and r["registers"] <= 168 for r in rp.values()), rp
 
 def test_bench_ss2d_map_layout_sim_smoke(tmp_path):
     "The map-layout benchmark end to end in the simulator: the map core equals the batched core, and both kernel layouts store the same states bit for bit."
