@@ -98,21 +98,26 @@ def test_mifa_formula_and_eca_gate():
     assert n_params(ECAGate(10)) == 10
 
 
-def test_pvm_batched_equals_released_forward_and_grads():
-    "One grouped scan call per block equals the released 16 calls, outputs and every gradient."
-    torch.manual_seed(0)
-    a = ParallelVSSM(48)
-    b = ParallelVSSM(48, scan_layout="released"); b.load_state_dict(a.state_dict())
-    x = torch.randn(2, 8, 8, 48)
+def _layouts_agree(a, b, x):
+    "Modules a, b (same weights, two scan layouts) on x: outputs and every gradient agree; returns their scan records."
     with record_scans() as ra: ya = a(x)
     with record_scans() as rb: yb = b(x)
-    assert (ra.calls, rb.calls) == (1, 16)
     torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-5)
     w = torch.randn_like(ya)
     (ya * w).sum().backward(); (yb * w).sum().backward()
     for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
         if pa.grad is None: assert pb.grad is None, na; continue
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-3, atol=1e-5, msg=na)
+    return ra, rb
+
+
+def test_pvm_batched_equals_released_forward_and_grads():
+    "One grouped scan call per block equals the released 16 calls, outputs and every gradient."
+    torch.manual_seed(0)
+    a = ParallelVSSM(48)
+    b = ParallelVSSM(48, scan_layout="released"); b.load_state_dict(a.state_dict())
+    ra, rb = _layouts_agree(a, b, torch.randn(2, 8, 8, 48))
+    assert (ra.calls, rb.calls) == (1, 16)
 
 
 def test_scan_orders_are_cross_scan():
@@ -131,16 +136,8 @@ def test_ss2d_map_layout_equals_batched():
     torch.manual_seed(0)
     a = SS2D(12)                                                          # a non-square map with 4 chunks, as in a ParallelVSSM
     b = SS2D(12, scan_layout="map"); b.load_state_dict(a.state_dict())
-    x = torch.randn(2, 5, 7, 4, 12)
-    with record_scans() as ra: ya = a(x)
-    with record_scans() as rb: yb = b(x)
+    ra, rb = _layouts_agree(a, b, torch.randn(2, 5, 7, 4, 12))
     assert (ra.calls, ra.scan_macs, ra.proj_macs) == (rb.calls, rb.scan_macs, rb.proj_macs) and rb.calls == 1
-    torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-5)
-    w = torch.randn_like(ya)
-    (ya * w).sum().backward(); (yb * w).sum().backward()
-    for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
-        if pa.grad is None: assert pb.grad is None, na; continue
-        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-3, atol=1e-5, msg=na)
     u = torch.randn(1, 3, 4, 2, 6, dtype=torch.float64)                  # selective_scan_map's reference path, K = 2
     d, B, C = torch.randn(1, 3, 4, 2, 2, 6, dtype=torch.float64), *torch.randn(2, 1, 3, 4, 2, 2, 5, dtype=torch.float64)
     y = selective_scan_map(u, d, -torch.rand(12, 5, dtype=torch.float64), B, C, backend="torch")
