@@ -387,3 +387,34 @@ def test_bench_ss2d_map_layout_sim_smoke(tmp_path):
     (st,) = rec["stages"]
     assert st["max_rel_err"] < 1e-5 and st["kernels_ms"]["states_max_abs_diff"] == 0.0, st
     assert sorted(rec["ratio_map_over_batched"]) == ["eager_ms:fwd", "eager_ms:fwdbwd", "kernels:bwd", "kernels:fwd"]
+
+def test_sim_map_op_opcheck_and_compile():
+    "Under the simulator: opcheck of the map layout's custom ops, and a torch.compile(fullgraph) SS2D in the map layout equals eager (loss, every gradient)."
+    code = """import json, torch
+import msmamba_nb.scan_cuda as m
+m._install_sim_shuffles()
+m.BLK_TILE = m.SEQ_TILE = m.BLK_ROWS = 8
+g = torch.Generator().manual_seed(0)
+r = lambda *s: torch.randn(*s, generator=g)
+Bb, H, W, GC, K, Dk, N = 1, 2, 5, 2, 4, 2, 3
+ins = [r(Bb, H, W, GC, Dk), 0.5 * r(Bb, H, W, GC, K, Dk), -torch.rand(K * Dk, N, generator=g) - 0.5,
+       r(Bb, H, W, GC, K, N), r(Bb, H, W, GC, K, N), r(K * Dk), None, 0.3 * r(K * Dk)]
+fop, bop = m.SelectiveScanMapFn.ops
+cfg = "blk," + m.BWD_VARIANT
+out, *saved = fop(*ins, True, cfg)
+w = r(*out.shape)
+for op, args in [(fop, (*ins, True, cfg)), (bop, (w, *ins, saved, True, cfg))]: torch.library.opcheck(op, args)
+from msmamba_nb.ss2d import SS2D
+torch.manual_seed(0)
+s = SS2D(2, d_state=3, scan_layout="map", scan_backend="cuda")
+x = r(Bb, H, W, GC, 2)
+def grads(fn):
+    s.zero_grad(); xx = x.clone().requires_grad_()
+    loss = (fn(xx) * 1.5).sum(); loss.backward()
+    return loss.item(), [xx.grad] + [p.grad.clone() for p in s.parameters() if p.grad is not None]
+l0, g0 = grads(s)
+l1, g1 = grads(torch.compile(s, fullgraph=True))
+print('JSON' + json.dumps(dict(dl=abs(l1 - l0), dg=max(float((a - b).abs().max()) for a, b in zip(g0, g1)), n=len(g0))))
+"""
+    r = _sim(code, timeout=900)
+    assert r["n"] == 12 and r["dl"] < 1e-5 and r["dg"] < 1e-5, r
