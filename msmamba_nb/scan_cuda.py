@@ -1080,7 +1080,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
             kt = kl
             if c >= nsl:
                 kt = kl - 1
-            t = kt * TILE + col
+            t = max(kt, 0) * TILE + col     # (≥ 0 even without a tile before: its address is formed, not used)
             ok = kt >= 0 and t < L
             pt = uint64(0)
             if ok or not MAP:               # (the sequence layout reads no table: no test)
