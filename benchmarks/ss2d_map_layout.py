@@ -4,7 +4,7 @@ One process, variant t's four SS2D shapes (batch 58, 4 chunks, the stage's d_inn
 - check: the map core's output and gradients (input, x_proj, dt_proj, A_logs, Ds, dt bias) against the batched core's,
   same weights and inputs, on the GPU in fp32 (largest relative L2 error over all of them);
 - kernels: the v3 forward and v4 backward reading the sequence layout (the batched core's cross-scanned copies) and
-  reading the channels-last map through the step → position table (`orders`), same numbers;
+  reading the channels-last map through the step table (`map_rows`), same numbers;
 - core: `SS2D._ssm` (cross-scan, projections, one scan call, cross-merge, with the permutes SS2D.forward adds around
   it) against `SS2D._ssm_map`, forward and forward+backward, eager and (``--compile``) torch.compile'd.
 CUDA events, median of `--reps` after warm-up. Writes DIR/bench_ss2d_map_layout.json.
@@ -48,7 +48,7 @@ def check(dm, side, bs, dev)->float:
 def kernel_inputs(dm, side, bs, dev):
     "Random scan inputs in the map layout and the same numbers in the sequence layout (as the batched core hands them)."
     K, di, L = 4, 2 * dm, side * side
-    o = sc._orders(side, side, K, torch.device(dev) if dev != "cpu" else "cpu").long()
+    o = sc.scan_orders(side, side, K).to(dev).long()
     u = torch.randn(bs, side, side, CHUNKS, di, device=dev)
     d = 0.5 * torch.randn(bs, side, side, CHUNKS, K, di, device=dev)
     B, C = (torch.randn(bs, side, side, CHUNKS, K, N, device=dev) for _ in range(2))
@@ -57,18 +57,18 @@ def kernel_inputs(dm, side, bs, dev):
     us = u.flatten(1, 2)[:, o].permute(0, 3, 1, 4, 2).reshape(bs * CHUNKS, K * di, L).contiguous()
     ds = seq(d).permute(0, 2, 3, 4, 1).reshape(bs * CHUNKS, K * di, L).contiguous()
     Bs, Cs = (seq(t).permute(0, 2, 3, 4, 1).reshape(bs * CHUNKS, K, N, L).contiguous() for t in (B, C))
-    return (u, d, A, B, C, D, bias), (us, ds, A, Bs, Cs, D, bias), o.to(torch.int32)
+    return (u, d, A, B, C, D, bias), (us, ds, A, Bs, Cs, D, bias), sc.map_rows(side, side, K, CHUNKS, u.device)
 
 def time_kernels(dm, side, bs, dev, ev, reps, warmup)->dict:
     "v3 forward and v4 backward kernels, sequence layout vs map layout, same numbers."
     (u, d, A, B, C, D, bias), (us, ds, _, Bs, Cs, _, _), o = kernel_inputs(dm, side, bs, dev)
-    fm = lambda: sc.scan_fwd_cuda(u, d, A, B, C, D, None, bias, impl="blk", orders=o)
+    fm = lambda: sc.scan_fwd_cuda(u, d, A, B, C, D, None, bias, impl="blk", rows=o)
     fs = lambda: sc.scan_fwd_cuda(us, ds, A, Bs, Cs, D, None, bias, impl="blk")
     (om, stm), (os_, sts) = fm(), fs()
     gm, gs = torch.randn_like(u), torch.randn(us.shape, device=dev)
     r = dict(fwd_seq=ev(fs, reps, warmup)["median"], fwd_map=ev(fm, reps, warmup)["median"],
              bwd_seq=ev(lambda: sc.scan_bwd_cuda(gs, us, ds, A, Bs, Cs, D, None, bias, sts, impl="blk"), reps, warmup)["median"],
-             bwd_map=ev(lambda: sc.scan_bwd_cuda(gm, u, d, A, B, C, D, None, bias, stm, impl="blk", orders=o), reps, warmup)["median"])
+             bwd_map=ev(lambda: sc.scan_bwd_cuda(gm, u, d, A, B, C, D, None, bias, stm, impl="blk", rows=o), reps, warmup)["median"])
     r["states_max_abs_diff"] = float((stm - sts).abs().max())
     return r
 

@@ -8,10 +8,10 @@ __all__ = ['WARP', 'ITEMS', 'NMAX', 'QMAX', 'CWMAX', 'FWD_WARPS', 'LOG2E', 'SP_F
            'BWD_STAGE_NMAX', 'BWD_VARIANTS', 'BWD_VARIANT', 'FWD_VARIANTS', 'FWD_VARIANT', 'IMPLS', 'DEFAULT_IMPL',
            'SEQ_MIN_ROWS', 'SelectiveScanCudaFn', 'SelectiveScanMapFn', 'H100_SM', 'MAMBA_SSM_H100', 'STAGE_SHAPES',
            'HBM_BW', 'IMPL_NAMES', 'ptx_instructions', 'use_variants', 'scan_fwd_cuda', 'scan_bwd_cuda',
-           'plot_bwd_variants', 'selective_scan_cuda', 'scan_orders', 'selective_scan_map_cuda', 'sim_check',
-           'sim_check_map', 'run_sim_check', 'bwd_variant_report', 'ptx_report', 'assemble', 'ptxas_report',
-           'scan_floor_bytes', 'scan_config', 'gpu_cases', 'gpu_check', 'copy_bandwidth', 'bench_scan_cuda',
-           'plot_bench_scan_cuda', 'format_bench_cuda', 'main_bench_scan_cuda']
+           'plot_bwd_variants', 'selective_scan_cuda', 'scan_orders', 'map_rows', 'selective_scan_map_cuda',
+           'sim_check', 'sim_check_map', 'run_sim_check', 'bwd_variant_report', 'ptx_report', 'assemble',
+           'ptxas_report', 'scan_floor_bytes', 'scan_config', 'gpu_cases', 'gpu_check', 'copy_bandwidth',
+           'bench_scan_cuda', 'plot_bench_scan_cuda', 'format_bench_cuda', 'main_bench_scan_cuda']
 
 # %% ../nbs/02_scan_cuda.ipynb #c002
 import math, os, sys, time, json, types, ctypes, argparse, platform, subprocess, datetime, contextlib
@@ -606,7 +606,7 @@ def _skipbias(Dv, bias, d, flags):
 def _maprow(bg, r, d, row, brow, G, Dk, Dch, L, N, GC):
     "Row r's addressing (uint64): (pb, pl, u/dout column, delta/out column, B/C column, their storage-row strides, B/C state stride)."
     # sequence layout (MAP False): element t of a row sits at column + t, B/C state n at its column + n·L;
-    # map layout (MAP True): step t of direction g = bg % G sits at storage row pb + perm[pl + t]·GC (see `_at`),
+    # map layout (MAP True): step t of direction g = bg % G sits at storage row pb + rows[pl + t] (see `_at`),
     # element = storage row · stride + column: u, dout (B, H, W, GC, Dk); delta, out (…, GC, G, Dk); B, C (…, GC, G, N)
     if MAP:
         bt = bg // G
@@ -617,9 +617,9 @@ def _maprow(bg, r, d, row, brow, G, Dk, Dch, L, N, GC):
     return uint64(0), uint64(0), uint64(row), uint64(row), uint64(brow), uint64(1), uint64(1), uint64(1), uint64(L)
 
 def _at(perm, pl, pb, GC, t):
-    "Storage row of step t: t itself (sequence layout), or map position perm[pl + t]'s row pb + position·GC (map layout)."
+    "Storage row of step t: t itself (sequence layout), or pb + perm[pl + t] (map layout: the table holds map position·GC)."
     if MAP:
-        return pb + uint64(perm[uint64(pl + t)]) * uint64(GC)
+        return pb + uint64(perm[uint64(pl + t)])
     return uint64(t)
 
 _DEVFNS = {}
@@ -1500,28 +1500,28 @@ def _tile(impl:str)->int:
 
 def _ntiles(impl, L): return max(1, -(-L // _tile(impl)))   # stored states per row
 
-def _dims(u, delta, B, A, orders)->tuple:
-    "(Bt, D_, L, G, N, GC) of a call in the sequence layout (orders None) or the map layout (orders: (G, L) step table)."
-    if orders is None: return (*u.shape, B.shape[1], A.shape[1], 1)
+def _dims(u, delta, B, A, rows)->tuple:
+    "(Bt, D_, L, G, N, GC) of a call in the sequence layout (rows None) or the map layout (rows: (G, L) step table)."
+    if rows is None: return (*u.shape, B.shape[1], A.shape[1], 1)
     Bb, H, W, GC, G, Dk = delta.shape
     return Bb * GC, G * Dk, H * W, G, A.shape[1], GC
 
-def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, impl=None, fwd=None, orders=None):
-    "Forward launch: returns (out float32 (Bt,D_,L), tile states float32 (Bt,D_,n_tiles,N)). B, C are 4-D; `fwd`: variant of impl 'blk' (None → FWD_VARIANT); `orders`: map layout (section 10)."
-    Bt, Dch, L, G, N, GC = _dims(u, delta, B, A, orders)
+def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, impl=None, fwd=None, rows=None):
+    "Forward launch: returns (out float32 (Bt,D_,L), tile states float32 (Bt,D_,n_tiles,N)). B, C are 4-D; `fwd`: variant of impl 'blk' (None → FWD_VARIANT); `rows`: map layout (`map_rows`, section 9b)."
+    Bt, Dch, L, G, N, GC = _dims(u, delta, B, A, rows)
     impl = _impl(impl, N, Bt * Dch)
     ntiles = _ntiles(impl, L)
-    out = _out((Bt, Dch, L) if orders is None else delta.shape, u)
+    out = _out((Bt, Dch, L) if rows is None else delta.shape, u)
     states = _out((Bt, Dch, ntiles, N), u)
     dm = _dummy(u.device)
     arrs = [u, delta, A, B, C, dm if D is None else D, dm if z is None else z, dm if delta_bias is None else delta_bias, out, states]
     ints = [Bt, Dch, L, N, G, ntiles, _flags(D, z, delta_bias, delta_softplus)]
     if Bt * Dch * L == 0: return out, states
-    if orders is not None and (impl != "blk" or z is not None): raise ValueError(f"the map layout needs impl 'blk' and no z (got {impl!r}, z {z is not None})")
+    if rows is not None and (impl != "blk" or z is not None): raise ValueError(f"the map layout needs impl 'blk' and no z (got {impl!r}, z {z is not None})")
     if impl == "blk":
         parts, _, nth = _blk_shape(Dch // G)
-        _launch("fwd_blk", Bt * G * parts, nth, 0, arrs + [_dummy(u.device, torch.int32) if orders is None else orders], ints + [GC],
-                tile=BLK_TILE, rows=BLK_ROWS, map_layout=orders is not None, **_fwd_variant(fwd))
+        _launch("fwd_blk", Bt * G * parts, nth, 0, arrs + [_dummy(u.device, torch.int32) if rows is None else rows], ints + [GC],
+                tile=BLK_TILE, rows=BLK_ROWS, map_layout=rows is not None, **_fwd_variant(fwd))
     elif impl == "seq":
         nt = 4 * Bt * Dch
         _launch("fwd_seq", -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32), 0, arrs, ints, tile=SEQ_TILE)
@@ -1532,9 +1532,9 @@ def scan_fwd_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_soft
         _launch("fwd_chan", -(-Bt * Dch // 32), 32, 0, arrs, ints, tile=CHAN_TILE)
     return out, states
 
-def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus=True, impl=None, bwd=None, orders=None):
-    "Backward launch: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in float32 (None for absent D, z, bias); `bwd`: variant (None → BWD_VARIANT); `orders`: map layout."
-    Bt, Dch, L, G, N, GC = _dims(u, delta, B, A, orders)
+def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus=True, impl=None, bwd=None, rows=None):
+    "Backward launch: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias) in float32 (None for absent D, z, bias); `bwd`: variant (None → BWD_VARIANT); `rows`: map layout."
+    Bt, Dch, L, G, N, GC = _dims(u, delta, B, A, rows)
     impl = _impl(impl, N, Bt * Dch)
     ntiles = states.shape[2]
     W, S, CPB = _bwd_config(Bt, G, Dch // G, N)
@@ -1550,7 +1550,7 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
     o = lambda t: dm if t is None else t
     arrs = [u, delta, A, B, C, o(D), o(z), o(delta_bias), dout, states, du, ddl, o(dz), dA, dB, dC, o(dD), o(db)]
     ints = [Bt, Dch, L, N, G, ntiles, S, CPB, _flags(D, z, delta_bias, delta_softplus) | (16 if atomic else 0) | (32 if staged else 0)]
-    mp = orders is not None      # map layout: the directions' du of the one map are summed
+    mp = rows is not None        # map layout: the directions' du of the one map are summed
     if Bt * Dch * L == 0: return (du.sum(-2) if mp else du), ddl, dA, dB, dC, dD, dz, db
     if mp and (impl != "blk" or z is not None or _bwd_variant(bwd)[0] != "bwd_v4"):
         raise ValueError(f"the map layout needs impl 'blk', no z and a v4 backward variant (got {impl!r}, {bwd or BWD_VARIANT!r})")
@@ -1560,7 +1560,7 @@ def scan_bwd_cuda(dout, u, delta, A, B, C, D, z, delta_bias, states, delta_softp
         grid, block = _bwd_launch_shape(bwd, Bt, Dch, G)
         if name == "bwd_v4":
             kw = dict(kw, zgate=z is not None, map_layout=mp)
-            arrs, ints = arrs + [orders if mp else _dummy(u.device, torch.int32)], ints + [GC]
+            arrs, ints = arrs + [rows if mp else _dummy(u.device, torch.int32)], ints + [GC]
         _launch(name, grid, block, 0, arrs, ints, tile=SEQ_TILE if impl == "seq" else BLK_TILE, maxreg=mr, **kw)
     elif impl == "warp":
         _launch("bwd_warp", Bt * G * S, WARP * W, 4 * (4 if staged else 2) * N * (WARP * ITEMS + ITEMS), arrs, ints, items=ITEMS)
@@ -1651,11 +1651,11 @@ def scan_orders(H:int, W:int,  # map height and width
     return torch.stack([hw, wh, hw.flip(0), wh.flip(0)])[:K].to(torch.int32).contiguous()
 
 # %% ../nbs/02_scan_cuda.ipynb #c046q
-_ORDERS = {}
-def _orders(H, W, K, device):
-    "`scan_orders` on `device`, cached."
-    if (H, W, K, device) not in _ORDERS: _ORDERS[H, W, K, device] = scan_orders(H, W, K).to(device)
-    return _ORDERS[H, W, K, device]
+_ROWS = {}
+def map_rows(H:int, W:int, K:int, GC:int, device)->torch.Tensor:
+    "The map layout kernels' table: `scan_orders` · GC (a step's storage row past its batch's first), on `device`, cached."
+    if (H, W, K, GC, device) not in _ROWS: _ROWS[H, W, K, GC, device] = (scan_orders(H, W, K) * GC).to(device)
+    return _ROWS[H, W, K, GC, device]
 
 def _map_dims(delta, A)->tuple:
     (Bb, H, W, GC, K, Dk), N = delta.shape, A.shape[1]
@@ -1664,7 +1664,7 @@ def _map_dims(delta, A)->tuple:
 def _map_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cfg):
     "Map-layout forward: [sum over directions of the outputs at each map position, tile states]."
     Bb, H, W, GC, K, Dk, N = _map_dims(delta, A)
-    out, states = scan_fwd_cuda(u, delta, A, B, C, D, None, delta_bias, delta_softplus, "blk", orders=_orders(H, W, K, u.device))
+    out, states = scan_fwd_cuda(u, delta, A, B, C, D, None, delta_bias, delta_softplus, "blk", rows=map_rows(H, W, K, GC, u.device))
     return [out.sum(-2), states]
 
 def _map_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cfg):
@@ -1675,7 +1675,7 @@ def _map_bwd(dout, u, delta, A, B, C, D, z, delta_bias, saved, delta_softplus, c
     "Map-layout backward: the eight gradients (du summed over the directions; 0-element for absent D, z, delta_bias)."
     Bb, H, W, GC, K, Dk, N = _map_dims(delta, A)
     g = scan_bwd_cuda(dout, u, delta, A, B, C, D, None, delta_bias, saved[0], delta_softplus, "blk", cfg.split(",")[1],
-                      orders=_orders(H, W, K, u.device))
+                      rows=map_rows(H, W, K, GC, u.device))
     return [u.new_empty(0) if t is None else t for t in g]
 
 SelectiveScanMapFn = scan_autograd("scan_cuda_map", _map_fwd, _map_fake, _map_bwd)
