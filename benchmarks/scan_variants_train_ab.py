@@ -52,27 +52,31 @@ def main(argv=None)->int:
     for r in range(a.rounds):
         for f, b, lay in settings:
             set_scan_layout(model, lay)
-            with sc.use_variants(f, b): ts, _ = time_steps(step, dev, a.steps, a.warmup)
+            with sc.use_variants(f, b): ts, warm = time_steps(step, dev, a.steps, a.warmup)
             med = float(np.median(ts))
             rows.append(dict(round=r, fwd=f, bwd=b, layout=lay, step_ms_median=1e3 * med, img_s=a.batch_size / med,
-                             step_ms=[round(1e3 * t, 3) for t in ts]))
-            print(f"round {r} {name(f, b, lay):24s} {1e3 * med:8.2f} ms/step  {a.batch_size / med:7.1f} img/s", flush=True)
+                             warmup_s=warm, step_ms=[round(1e3 * t, 3) for t in ts]))
+            print(f"round {r} {name(f, b, lay):24s} {1e3 * med:8.2f} ms/step  {a.batch_size / med:7.1f} img/s  (warm-up {warm:.1f} s)", flush=True)
+        write(a, settings, rows, dev, t0, final=r == a.rounds - 1)   # after every round: a cut run keeps what it measured
+    return 0
+
+def write(a, settings, rows, dev, t0, final:bool):
+    "Summarise the rounds so far (median of the rounds' medians per setting) and write the JSON."
     summ = {}
     for f, b, lay in settings:
         ms = [x["step_ms_median"] for x in rows if (x["fwd"], x["bwd"], x["layout"]) == (f, b, lay)]
-        summ[name(f, b, lay)] = dict(step_ms_per_round=ms, step_ms_median=float(np.median(ms)), img_s=a.batch_size / (float(np.median(ms)) / 1e3))
+        if ms: summ[name(f, b, lay)] = dict(step_ms_per_round=ms, step_ms_median=float(np.median(ms)), img_s=a.batch_size / (float(np.median(ms)) / 1e3))
     base = name(*settings[0])
     for k, v in summ.items(): v["speedup_vs_base"] = summ[base]["step_ms_median"] / v["step_ms_median"]
-    print("\n".join(f"{k:20s} {v['step_ms_median']:8.2f} ms/step {v['img_s']:7.1f} img/s  ×{v['speedup_vs_base']:.3f} vs {base}" for k, v in summ.items()))
+    if final: print("\n".join(f"{k:20s} {v['step_ms_median']:8.2f} ms/step {v['img_s']:7.1f} img/s  ×{v['speedup_vs_base']:.3f} vs {base}" for k, v in summ.items()))
     res = dict(env=sc._env(), device=str(dev), variant=a.variant, batch=a.batch_size, img_size=a.img_size, precision=a.precision,
                channels_last=a.channels_last, compile=a.compile, steps=a.steps, warmup=a.warmup, rounds=rows, summary=summ,
-               base=base, seconds=time.time() - t0,
+               base=base, seconds=time.time() - t0, complete=final,
                note="one model, optimizer and random batch; settings alternate round by round; synchronised wall clock per step")
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, "bench_scan_variants_train_ab.json")
     json.dump(res, open(path, "w"), indent=1)
-    print(f"wrote {path} ({res['seconds']:.0f} s)")
-    return 0
+    if final: print(f"wrote {path} ({res['seconds']:.0f} s)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -342,7 +342,7 @@ def test_bench_variants_train_ab_cpu(tmp_path):
     rec = json.load(open(tmp_path/"bench_scan_variants_train_ab.json"))
     want = [(0, "v3", "v4_nocap", "batched"), (0, "v3_vec_sp", "v4_sp", "map"), (1, "v3", "v4_nocap", "batched"), (1, "v3_vec_sp", "v4_sp", "map")]
     assert [(r["round"], r["fwd"], r["bwd"], r["layout"]) for r in rec["rounds"]] == want
-    assert sorted(rec["summary"]) == ["v3:v4_nocap", "v3_vec_sp:v4_sp:map"]
+    assert sorted(rec["summary"]) == ["v3:v4_nocap", "v3_vec_sp:v4_sp:map"] and rec["complete"] and all(r["warmup_s"] > 0 for r in rec["rounds"])
     assert rec["summary"]["v3:v4_nocap"]["speedup_vs_base"] == 1.0 and all(len(r["step_ms"]) == 2 for r in rec["rounds"])
     p = subprocess.run([sys.executable, str(script), "--device", "cpu", "--settings", "v3:nope"], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode != 0 and "got 'nope'" in p.stderr
