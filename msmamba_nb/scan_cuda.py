@@ -616,10 +616,10 @@ def _maprow(bg, r, d, row, brow, G, Dk, Dch, L, N, GC):
                 uint64(Dk), uint64(Dch), uint64(G * N), uint64(1))
     return uint64(0), uint64(0), uint64(row), uint64(row), uint64(brow), uint64(1), uint64(1), uint64(1), uint64(L)
 
-def _at(perm, pl, pb, GC, t):
-    "Storage row of step t: t itself (sequence layout), or pb + perm[pl + t] (map layout: the table holds map position·GC)."
+def _at(tab, pl, pb, t):
+    "Storage row of step t: t itself (sequence layout), or pb + tab[pl + t] (map layout: the table holds map position·GC)."
     if MAP:
-        return pb + uint64(perm[uint64(pl + t)])
+        return pb + uint64(tab[uint64(pl + t)])
     return uint64(t)
 
 _DEVFNS = {}
@@ -889,7 +889,7 @@ def _blk_shape(Dk:int)->tuple:
 # %% ../nbs/02_scan_cuda.ipynb #c028
 def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:bool=False, map_layout:bool=False):
     "Factory of the v3 forward: block per (b, group, part), B/C tiles in shared memory, delta/u prefetched."
-    def _fwd_blk(u, dl, A, Bm, Cm, Dv, z, bias, out, states, perm, Bt, Dch, L, N, G, ntiles, flags, GC):
+    def _fwd_blk(u, dl, A, Bm, Cm, Dv, z, bias, out, states, tab, Bt, Dch, L, N, G, ntiles, flags, GC):
         sB = cuda.shared.array(SM, float32, alignment=16)
         sC = cuda.shared.array(SM, float32, alignment=16)
         tid = cuda.threadIdx.x
@@ -922,7 +922,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:
         xn = float32(0.0)
         un = float32(0.0)
         if j < L:
-            ps = AT(perm, pl, pb, GC, j)
+            ps = AT(tab, pl, pb, j)
             xn = dl[ps * sd + rd]
             un = u[ps * su + ru]
         for k in range(ntiles):
@@ -934,7 +934,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:
                     t = i >> 4
                     n = i & 15
                     if t < tl and n < N:
-                        o = AT(perm, pl, pb, GC, tb + t) * sb + rb + uint64(n)
+                        o = AT(tab, pl, pb, tb + t) * sb + rb + uint64(n)
                         sB[uint64(n * TP + (n >> 3) * PAD + t)] = Bm[o]
                         sC[uint64(n * TP + (n >> 3) * PAD + t)] = Cm[o]
             else:
@@ -951,7 +951,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:
                 uu = un
                 tn = t + 4
                 if tn < L:                      # prefetch the next chunk's delta, u
-                    ps = AT(perm, pl, pb, GC, tn)
+                    ps = AT(tab, pl, pb, tn)
                     xn = dl[ps * sd + rd]
                     un = u[ps * su + ru]
                 x, _ = SOFTPLUS(x, sp)
@@ -962,7 +962,7 @@ def _make_fwd_blk(tile:int=BLK_TILE, rows:int=BLK_ROWS, vec:bool=False, sp_fast:
                     STEPS4(x, xu, base, j, tl - c, a2, h, y, sB, sC, c, TP, N)
                 yv = RS4(y[0], y[1], y[2], y[3], j, 1)
                 if active and t < L:
-                    ps = AT(perm, pl, pb, GC, t) * sd + rd
+                    ps = AT(tab, pl, pb, t) * sd + rd
                     ov = yv + Dd * uu
                     if (flags & 2) != 0:
                         zz = z[ps]
@@ -1017,7 +1017,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     # indices are uint64: Numba adds no negative-index wraparound for unsigned indices (shared memory: −15 %
     # PTX instructions, −10 registers; global too: see section 7e)
     def _bwd_v4(u, dl, A, Bm, Cm, Dv, z, bias, dout, states,
-                du_o, ddl_o, dz_o, dA_o, dB_o, dC_o, dD_o, dbias_o, perm,
+                du_o, ddl_o, dz_o, dA_o, dB_o, dC_o, dD_o, dbias_o, tab,
                 Bt, Dch, L, N, G, ntiles, S, CPB, flags, GC):
         sB = cuda.shared.array(SMBC, float32)
         sC = cuda.shared.array(SMBC, float32)
@@ -1084,7 +1084,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
             ok = kt >= 0 and t < L
             pt = uint64(0)
             if ok or not MAP:               # (the sequence layout reads no table: no test)
-                pt = AT(perm, pl, pb, GC, t) * sb + rb_
+                pt = AT(tab, pl, pb, t) * sb + rb_
             for m in range(SUB2):
                 n = fn + PPI * m
                 bx = float32(0.0)
@@ -1100,7 +1100,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
         xn = float32(0.0)
         un = float32(0.0)
         if kl * TILE + js < L:
-            ps = AT(perm, pl, pb, GC, kl * TILE + js)
+            ps = AT(tab, pl, pb, kl * TILE + js)
             xn = dl[ps * sd + rd]
             un = u[ps * su + ru]
         xq = float32(0.0)
@@ -1128,7 +1128,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                     xn = float32(0.0)
                     un = float32(0.0)
                     if tn < L:
-                        ps = AT(perm, pl, pb, GC, tn)
+                        ps = AT(tab, pl, pb, tn)
                         xn = dl[ps * sd + rd]
                         un = u[ps * su + ru]
                     x, _ = SOFTPLUS(x, sp)
@@ -1147,7 +1147,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                     gq = float32(0.0)
                     zq = float32(0.0)
                     if tn < L:
-                        ps = AT(perm, pl, pb, GC, tn)
+                        ps = AT(tab, pl, pb, tn)
                         xq = dl[ps * sd + rd]
                         uq = u[ps * su + ru]
                         gq = dout[ps * su + ru]
@@ -1165,7 +1165,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                 zz = zq
                 if c > 0:
                     tn = t - SUB
-                    ps = AT(perm, pl, pb, GC, tn)
+                    ps = AT(tab, pl, pb, tn)
                     xq = dl[ps * sd + rd]
                     uq = u[ps * su + ru]
                     gq = dout[ps * su + ru]
@@ -1173,12 +1173,12 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                         zq = z[ps * sd + rd]
                 elif k > 0:
                     tn = tb - TILE + js
-                    ps = AT(perm, pl, pb, GC, tn)
+                    ps = AT(tab, pl, pb, tn)
                     xn = dl[ps * sd + rd]
                     un = u[ps * su + ru]
                 if k > 0:
                     tr = tb - TILE + c * SUB + fi
-                    pt = AT(perm, pl, pb, GC, tr) * sb + rb_
+                    pt = AT(tab, pl, pb, tr) * sb + rb_
                     for m in range(SUB2):
                         n = fn + PPI * m
                         rb[m] = float32(0.0)
@@ -1247,7 +1247,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                 # atomics: instruction kq covers states PPI·kq .. PPI·kq + PPI - 1 (dB, then dC) × SUB consecutive steps
                 pt = uint64(0)
                 if fi < nv or not MAP:
-                    pt = AT(perm, pl, pb, GC, t0 + fi) * sb + rb_
+                    pt = AT(tab, pl, pb, t0 + fi) * sb + rb_
                 for kq in range(SUB):
                     p = kq * PPI + fn
                     v = sT[uint64(ot + p * SUB + (fi ^ kq))]
@@ -1282,7 +1282,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                         if LPR == 8:
                             py += cuda.shfl_xor_sync(_FULL, py, 4)
                 if valid and own:
-                    ps = AT(perm, pl, pb, GC, t) * sd + rd
+                    ps = AT(tab, pl, pb, t) * sd + rd
                     ddt = pdd * sgm
                     du_o[ps] = pu * x + Dd * gy
                     ddl_o[ps] = ddt
@@ -1336,13 +1336,13 @@ _KERNELS, _STREAMS, _DUMMY = {}, {}, {}
 _RAW = os.environ.get("MSMAMBA_SCAN_CUDA_RAW", "1") != "0"   # fast raw launch path
 _POISON = False                                              # fill outputs with NaN first (tests)
 
-_PERM_ARG = ("fwd_blk", "bwd_v4")   # kernels that also take the map layout's int32 step → position table and GC
+_TAB_ARG = ("fwd_blk", "bwd_v4")    # kernels that also take the map layout's int32 step table (`map_rows`) and GC
 
 def _signature(name:str):
     "Numba signature of a kernel: 1-D float32 arrays, then int64 scalars (v3/v4: the int32 table after the arrays, GC last)."
     from numba import float32 as f32, int32 as i32, int64 as i64, void
-    kind, perm = name[:3], name in _PERM_ARG
-    return void(*([f32[::1]] * _N_ARR[kind] + [i32[::1]] * perm + [i64] * (_N_INT[kind] + perm)))
+    kind, tab = name[:3], name in _TAB_ARG
+    return void(*([f32[::1]] * _N_ARR[kind] + [i32[::1]] * tab + [i64] * (_N_INT[kind] + tab)))
 
 def _ptx(name:str, cc=(9, 0), **kw)->str:
     "PTX of a kernel variant (works without a GPU; needs numba-cuda's [cu13] extra)."
