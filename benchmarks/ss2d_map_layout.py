@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np, torch
 import msmamba_nb.scan_cuda as sc
-from msmamba_nb.ss2d import SS2D
+from msmamba_nb.ss2d import SS2D, map_to_sequences
 from scan_bwd_variants import _cpu_ms, write_json
 
 STAGES = [(12, 56), (24, 28), (48, 14), (96, 7)]     # variant t: (d_model of a chunk, map side); d_inner = 2·d_model
@@ -47,16 +47,12 @@ def check(dm, side, bs, dev)->float:
 
 def kernel_inputs(dm, side, bs, dev):
     "Random scan inputs in the map layout and the same numbers in the sequence layout (as the batched core hands them)."
-    K, di, L = 4, 2 * dm, side * side
-    o = sc.scan_orders(side, side, K).to(dev).long()
+    K, di = 4, 2 * dm
     u = torch.randn(bs, side, side, CHUNKS, di, device=dev)
     d = 0.5 * torch.randn(bs, side, side, CHUNKS, K, di, device=dev)
     B, C = (torch.randn(bs, side, side, CHUNKS, K, N, device=dev) for _ in range(2))
     A, D, bias = -torch.rand(K * di, N, device=dev) - 0.5, torch.randn(K * di, device=dev), 0.3 * torch.randn(K * di, device=dev)
-    seq = lambda t: torch.stack([t.flatten(1, 2)[..., k, :][:, o[k]] for k in range(K)], 3)     # (B, L, GC, K, X)
-    us = u.flatten(1, 2)[:, o].permute(0, 3, 1, 4, 2).reshape(bs * CHUNKS, K * di, L).contiguous()
-    ds = seq(d).permute(0, 2, 3, 4, 1).reshape(bs * CHUNKS, K * di, L).contiguous()
-    Bs, Cs = (seq(t).permute(0, 2, 3, 4, 1).reshape(bs * CHUNKS, K, N, L).contiguous() for t in (B, C))
+    us, ds, _, Bs, Cs = (t.contiguous() for t in map_to_sequences(u, d, A, B, C))
     return (u, d, A, B, C, D, bias), (us, ds, A, Bs, Cs, D, bias), sc.map_rows(side, side, K, CHUNKS, u.device)
 
 def time_kernels(dm, side, bs, dev, ev, reps, warmup)->dict:
