@@ -994,6 +994,14 @@ def _rs8(y, j, m):
         k3 = y[7] + cuda.shfl_xor_sync(_FULL, y[3], 4 * m)
     return RS4(k0, k1, k2, k3, j & 3, m)
 
+def _sync_warp():
+    "Barrier of the warp (the v4 backward's per-warp shared-memory slices)."
+    cuda.syncwarp(_FULL)
+
+def _sync_block():
+    "Barrier of the block (the cooperative v4 backward: one B/C tile and the dB/dC sums shared by its warps)."
+    cuda.syncthreads()
+
 V4_LPR = 8         # lanes per row in the v4 backward (8: 2 states per lane, 4 rows per warp; 4: 4 states, 8 rows)
 V4_WARPS = 2       # warps per v4 block (each warp has its own shared-memory slices: no block barriers)
 
@@ -1008,7 +1016,7 @@ def _v4_smem_floats(tile:int=BLK_TILE, lpr:int=V4_LPR, sub:int|None=None)->int:
     return 2 * 16 * (tile + 1) + (tile // sub) * (16 // lpr) * WARP + WARP * sub
 
 def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|None=None, zgate:bool=True, sp_fast:bool=False,
-                 map_layout:bool=False):
+                 map_layout:bool=False, coop:bool=False):
     "Factory of the v4 backward: warp per (b, group, 32/lpr rows), per-warp B/C tiles in shared memory, the next tile loaded behind each sub-chunk."
     # lane = (row r = lane // LPR, jj = lane % LPR); lane holds states n = jj·NS + s (s < NS); sub-chunk = SUB ≤ LPR steps
     # (lane jj loads step js = jj % SUB of it; lanes jj ≥ SUB duplicate); dB/dC: reduce-scatter over the RPW rows, then
@@ -1016,6 +1024,9 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     # ZG False compiles the z gate out (the launcher picks the kernel by whether z is given); shared-memory and global
     # indices are uint64: Numba adds no negative-index wraparound for unsigned indices (shared memory: −15 %
     # PTX instructions, −10 registers; global too: see section 7e)
+    # COOP (section 9, after v5): the block's WPB warps take rows of one (b, group) and share one B/C tile (each warp loads and
+    # refills the sub-chunks c ≡ w mod WPB), and the block sums the warps' dB/dC before the atomics (WPB× fewer);
+    # block barriers replace the warp ones, so no warp returns early (warps past the group's rows run as ghosts)
     def _bwd_v4(u, dl, A, Bm, Cm, Dv, z, bias, dout, states,
                 du_o, ddl_o, dz_o, dA_o, dB_o, dC_o, dD_o, dbias_o, tab,
                 Bt, Dch, L, N, G, ntiles, S, CPB, flags, GC):
@@ -1027,23 +1038,32 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
         w = cuda.threadIdx.x >> 5
         Dk = Dch // G
         wpg = (Dk + RPW - 1) // RPW
-        wg = cuda.blockIdx.x * WPB + w
-        if wg >= Bt * G * wpg:
-            return
-        bg = wg // wpg
-        wi = wg - bg * wpg
+        ghost = False
+        if COOP:
+            parts = (wpg + WPB - 1) // WPB
+            bg = cuda.blockIdx.x // parts
+            wi = (cuda.blockIdx.x - bg * parts) * WPB + w
+            if wi >= wpg:
+                wi = wpg - 1
+                ghost = True
+        else:
+            wg = cuda.blockIdx.x * WPB + w
+            if wg >= Bt * G * wpg:
+                return
+            bg = wg // wpg
+            wi = wg - bg * wpg
         jj = lane & (LPR - 1)
         js = jj & (SUB - 1)
         own = jj < SUB
         rr = lane // LPR
         base = lane - jj
         rl = wi * RPW + rr
-        active = rl < Dk
+        active = rl < Dk and not ghost
         if not active:
             rl = wi * RPW
         d, ch, row, brow, srow = ROWC(bg, rl, G, Dk, Dch, L, N, ntiles)
         pb, pl, ru, rd, rb_, su, sd, sb, sn = MAPROW(bg, rl, d, row, brow, G, Dk, Dch, L, N, GC)
-        ob = w * (16 * TP)
+        ob = 0 if COOP else w * (16 * TP)
         oh = w * (TILE // SUB) * NS * 32
         ot = w * 32 * SUB
         # this lane's dB/dC slot after the row reduce-scatter: quantity q = rr // NS, state n = jj·NS + rr % NS
@@ -1076,6 +1096,8 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
         kl = ntiles - 1
         nsl = (L - kl * TILE + SUB - 1) // SUB
         for c in range(TILE // SUB):
+            if COOP and c % WPB != w:
+                continue
             col = c * SUB + fi
             kt = kl
             if c >= nsl:
@@ -1094,7 +1116,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                     cx = Cm[pt + uint64(n) * sn]
                 sB[uint64(ob + n * TP + col)] = bx
                 sC[uint64(ob + n * TP + col)] = cx
-        cuda.syncwarp(_FULL)
+        SYNC()
         pD = float32(0.0)
         pbias = float32(0.0)
         xn = float32(0.0)
@@ -1176,7 +1198,8 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                     ps = AT(tab, pl, pb, tn)
                     xn = dl[ps * sd + rd]
                     un = u[ps * su + ru]
-                if k > 0:
+                mine = k > 0 and (not COOP or c % WPB == w)
+                if mine:
                     tr = tb - TILE + c * SUB + fi
                     pt = AT(tab, pl, pb, tr) * sb + rb_
                     for m in range(SUB2):
@@ -1243,26 +1266,45 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                     else:
                         mv = RS8(vv, rr, LPR)
                     sT[uint64(pw + (i ^ psw))] = mv
-                cuda.syncwarp(_FULL)
+                SYNC()
                 # atomics: instruction kq covers states PPI·kq .. PPI·kq + PPI - 1 (dB, then dC) × SUB consecutive steps
-                pt = uint64(0)
-                if fi < nv or not MAP:
-                    pt = AT(tab, pl, pb, t0 + fi) * sb + rb_
-                for kq in range(SUB):
-                    p = kq * PPI + fn
-                    v = sT[uint64(ot + p * SUB + (fi ^ kq))]
-                    n = p & 15
-                    if n < N and fi < nv:
-                        if kq < SUB2:
-                            cuda.atomic.add(dB_o, pt + uint64(n) * sn, v)
-                        else:
-                            cuda.atomic.add(dC_o, pt + uint64(n) * sn, v)
-                if k > 0:
+                if COOP:   # the block's threads share the WARP·SUB sums, each adding up the WPB warps' slots of its own
+                    e = cuda.threadIdx.x
+                    while e < WARP * SUB:
+                        kq = e // WARP
+                        l2 = e - kq * WARP
+                        f2 = l2 % SUB
+                        p = kq * PPI + l2 // SUB
+                        v = float32(0.0)
+                        for w2 in range(WPB):
+                            v += sT[uint64(w2 * WARP * SUB + p * SUB + (f2 ^ kq))]
+                        n = p & 15
+                        if n < N and f2 < nv:
+                            pt = AT(tab, pl, pb, t0 + f2) * sb + rb_
+                            if kq < SUB2:
+                                cuda.atomic.add(dB_o, pt + uint64(n) * sn, v)
+                            else:
+                                cuda.atomic.add(dC_o, pt + uint64(n) * sn, v)
+                        e += WPB * WARP
+                else:
+                    pt = uint64(0)
+                    if fi < nv or not MAP:
+                        pt = AT(tab, pl, pb, t0 + fi) * sb + rb_
+                    for kq in range(SUB):
+                        p = kq * PPI + fn
+                        v = sT[uint64(ot + p * SUB + (fi ^ kq))]
+                        n = p & 15
+                        if n < N and fi < nv:
+                            if kq < SUB2:
+                                cuda.atomic.add(dB_o, pt + uint64(n) * sn, v)
+                            else:
+                                cuda.atomic.add(dC_o, pt + uint64(n) * sn, v)
+                if mine:
                     for m in range(SUB2):
                         n = fn + PPI * m
                         sB[uint64(ob + n * TP + c * SUB + fi)] = rb[m]
                         sC[uint64(ob + n * TP + c * SUB + fi)] = rc[m]
-                cuda.syncwarp(_FULL)
+                SYNC()
                 # du, ddelta (and y for dz): reduce-scatter over the row's LPR lanes, lane jj gets step t0 + jj
                 if SUB == 8:
                     pu = RS8(dua, jj, 1)
@@ -1307,8 +1349,8 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     assert lpr in (4, 8) and sub in (4, 8) and sub <= lpr and tile % sub == 0, (lpr, sub, tile)
     ns = 16 // lpr
     return _with_consts(_bwd_v4, SOFTPLUS=_dev(_softplus, SP_FAST=sp_fast), LANE=_dev(_lane_states), ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
-                        PPI=WARP // sub, LOGL=lpr.bit_length() - 1, HH=(sub + 1) * ns, AA=sub * ns, WPB=warps,
-                        SMBC=warps * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=warps * WARP * sub,
+                        PPI=WARP // sub, LOGL=lpr.bit_length() - 1, HH=(sub + 1) * ns, AA=sub * ns, WPB=warps, COOP=coop,
+                        SYNC=_dev(_sync_block if coop else _sync_warp), SMBC=(1 if coop else warps) * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=warps * WARP * sub,
                         RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
                         MAP=map_layout, MAPROW=_dev(_maprow, MAP=map_layout), AT=_dev(_at, MAP=map_layout))
 
@@ -1433,6 +1475,8 @@ BWD_VARIANTS = {    # backward kernels behind impl "blk"/"seq": (kernel, factory
     "v4_l4": ("bwd_v4", dict(lpr=4, sub=4, warps=2), None),    # v4 with v2's 4 lanes per row (8 rows share a warp's tile)
     "v5": ("bwd_v4", dict(lpr=8, sub=8, warps=2), None),       # 8-step sub-chunks, uncapped: full 32-byte sectors per row; 1.87x slower than v4_nocap (H200)
     "v4_sp": ("bwd_v4", dict(lpr=8, sub=4, warps=2, sp_fast=True), None),   # v4_nocap with the short softplus (section 8b) in both passes
+    "v4_coop": ("bwd_v4", dict(lpr=8, sub=4, warps=6, coop=True), None),    # v4_nocap, 6-warp blocks of one group: one B/C tile, dB/dC summed in the block (section 9)
+    "v4_coop2": ("bwd_v4", dict(lpr=8, sub=4, warps=2, coop=True), None),   # the same with v4's 2-warp blocks (half the atomics, fewer barrier waits)
 }
 BWD_VARIANT = os.environ.get("MSMAMBA_SCAN_BWD", "v4_nocap")   # backward of impl "blk"/"seq": the fastest on an H100 (section 7d)
 if BWD_VARIANT not in BWD_VARIANTS:
@@ -1477,6 +1521,7 @@ def _bwd_launch_shape(v:str|None, Bt:int, Dch:int, G:int)->tuple:
     name, kw, _ = _bwd_variant(v)
     if name == "bwd_v4":
         wpg, _ = _v4_shape(Dch // G, kw.get("lpr", V4_LPR))
+        if kw.get("coop"): return Bt * G * -(-wpg // kw["warps"]), WARP * kw["warps"]   # whole blocks per (b, group)
         return -(-(Bt * G * wpg) // kw["warps"]), WARP * kw["warps"]
     nt = 4 * Bt * Dch
     return -(-nt // SEQ_BLOCK), min(SEQ_BLOCK, -(-nt // 32) * 32)

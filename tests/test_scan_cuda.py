@@ -174,6 +174,10 @@ def test_ptxas_report_no_spills():
     ("v4_l4", [(1, 16, 11, 16, 2, ("z",)), (1, 12, 6, 5, 1, ("noD", "nosp"))], 8),                     # 4 lanes per row
     ("v5", [(1, 8, 19, 16, 2, ("z",)), (1, 6, 9, 3, 2, ("noD", "nosp", "nobias", "B3"))], 16),      # v5: 8-step sub-chunks, uncapped
     ("v4_sp", [(1, 8, 13, 16, 2, ("z",)), (1, 4, 23, 16, 1, ("bigdelta",))], 16),                   # v4 with the short softplus
+    # cooperative blocks (shared B/C tile, dB/dC summed over the block's warps): 20 rows = 5 warps of a 6-warp block (one
+    # ghost warp), two tiles, the second partial; 2-warp blocks: a group over 2 blocks (3 warps + a ghost), 1 warp + a ghost
+    ("v4_coop", [(1, 40, 19, 16, 2, ("z",))], 16),
+    ("v4_coop2", [(1, 8, 13, 3, 2, ("noD", "nosp", "nobias", "B3")), (2, 24, 13, 16, 2, ("z", "nobias"))], 8),
 ])
 def test_sim_v4_kernels_vs_reference(bwd, cases, tile):
     "The v4 backward variants (v3 forward before them) in the simulator against the float64 reference."
@@ -189,6 +193,22 @@ def test_ptx_v4_kernels():
         assert any("bar.warp.sync" in l for l in lines), kw                  # syncwarp around the per-warp tiles
         assert not any(".local" in l for l in lines), f"{kw}: local memory in PTX"
         assert not any("call" in l.split() for l in lines), f"{kw}: device functions not inlined"
+
+def test_ptx_v4_coop_kernels():
+    "The cooperative v4 builds: block barriers instead of warp ones, no fp64, no local memory, everything inlined."
+    for kw in (dict(warps=6), dict(warps=2, zgate=False), dict(warps=6, zgate=False, map_layout=True)):
+        ins = sc.ptx_instructions(sc._ptx("bwd_v4", cc=(9, 0), lpr=8, sub=4, coop=True, **kw))
+        assert sum(l.startswith(("bar.sync", "barrier.sync")) for l in ins) == 3 and not any("bar.warp.sync" in l for l in ins), kw
+        assert not any(".f64" in l or ".local" in l for l in ins) and not any("call" in l.split() for l in ins), kw
+        assert any("atom.global.add.f32" in l for l in ins) and any("ex2.approx" in l for l in ins), kw
+
+def test_sim_map_layout_coop():
+    "The map layout with the cooperative backward (MSMAMBA_SCAN_BWD=v4_coop2): 10 channels = 3 warps in 2 two-warp blocks, one a ghost."
+    code = "import json, msmamba_nb.scan_cuda as m\nprint('JSON' + json.dumps([m.BWD_VARIANT, m.sim_check_map(shape=(1, 3, 5, 1, 2, 10, 16))]))"
+    p = subprocess.run([sys.executable, "-c", code], env=dict(ENV, MSMAMBA_SCAN_BWD="v4_coop2"), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    v, r = json.loads(p.stdout.split("JSON", 1)[1])
+    assert v == "v4_coop2" and len(r) == 8 and max(r.values()) < 1e-5, (v, r)
 
 def test_bwd_variants_ptxas():
     "Registers, spills and occupancy of the backward variants (ptxas through nvJitLink, no GPU)."
