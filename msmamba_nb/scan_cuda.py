@@ -1026,7 +1026,8 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     # PTX instructions, −10 registers; global too: see section 7e)
     # COOP (section 9, after v5): the block's WPB warps take rows of one (b, group) and share one B/C tile (each warp loads and
     # refills the sub-chunks c ≡ w mod WPB), and the block sums the warps' dB/dC before the atomics (WPB× fewer);
-    # block barriers replace the warp ones, so no warp returns early (warps past the group's rows run as ghosts)
+    # block barriers replace the warp ones, so no warp returns early (warps past the group's rows run as ghosts); the
+    # dB/dC slots alternate between two buffers by sub-chunk, so one barrier per sub-chunk (and one per tile) suffices
     def _bwd_v4(u, dl, A, Bm, Cm, Dv, z, bias, dout, states,
                 du_o, ddl_o, dz_o, dA_o, dB_o, dC_o, dD_o, dbias_o, tab,
                 Bt, Dch, L, N, G, ntiles, S, CPB, flags, GC):
@@ -1209,6 +1210,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                         if n < N:
                             rb[m] = Bm[pt + uint64(n) * sn]
                             rc[m] = Cm[pt + uint64(n) * sn]
+                sbuf = (c & 1) * (WPB * WARP * SUB) if COOP else 0   # COOP: this sub-chunk's half of the dB/dC slots
                 x, sgm = SOFTPLUS(x, sp)
                 gy = go
                 sz = float32(0.0)
@@ -1265,7 +1267,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                         mv = RS4(vv[0], vv[1], vv[2], vv[3], rr, LPR)
                     else:
                         mv = RS8(vv, rr, LPR)
-                    sT[uint64(pw + (i ^ psw))] = mv
+                    sT[uint64(pw + sbuf + (i ^ psw))] = mv
                 SYNC()
                 # atomics: instruction kq covers states PPI·kq .. PPI·kq + PPI - 1 (dB, then dC) × SUB consecutive steps
                 if COOP:   # the block's threads share the WARP·SUB sums, each adding up the WPB warps' slots of its own
@@ -1277,7 +1279,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                         p = kq * PPI + l2 // SUB
                         v = float32(0.0)
                         for w2 in range(WPB):
-                            v += sT[uint64(w2 * WARP * SUB + p * SUB + (f2 ^ kq))]
+                            v += sT[uint64(sbuf + w2 * WARP * SUB + p * SUB + (f2 ^ kq))]
                         n = p & 15
                         if n < N and f2 < nv:
                             pt = AT(tab, pl, pb, t0 + f2) * sb + rb_
@@ -1304,7 +1306,8 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                         n = fn + PPI * m
                         sB[uint64(ob + n * TP + c * SUB + fi)] = rb[m]
                         sC[uint64(ob + n * TP + c * SUB + fi)] = rc[m]
-                SYNC()
+                if not COOP:
+                    SYNC()
                 # du, ddelta (and y for dz): reduce-scatter over the row's LPR lanes, lane jj gets step t0 + jj
                 if SUB == 8:
                     pu = RS8(dua, jj, 1)
@@ -1332,6 +1335,8 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                     pbias += ddt
                     if has_z:
                         dz_o[ps] = go * (py + Dd * uu) * sz * (float32(1.0) + zz * (float32(1.0) - sz))
+            if COOP:
+                SYNC()   # the refilled B/C tile complete before the next tile's pass 1 reads it
         for r in range(LOGL):
             pD += cuda.shfl_xor_sync(_FULL, pD, 1 << r)
             pbias += cuda.shfl_xor_sync(_FULL, pbias, 1 << r)
@@ -1350,7 +1355,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     ns = 16 // lpr
     return _with_consts(_bwd_v4, SOFTPLUS=_dev(_softplus, SP_FAST=sp_fast), LANE=_dev(_lane_states), ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
                         PPI=WARP // sub, LOGL=lpr.bit_length() - 1, HH=(sub + 1) * ns, AA=sub * ns, WPB=warps, COOP=coop,
-                        SYNC=_dev(_sync_block if coop else _sync_warp), SMBC=(1 if coop else warps) * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=warps * WARP * sub,
+                        SYNC=_dev(_sync_block if coop else _sync_warp), SMBC=(1 if coop else warps) * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=(2 if coop else 1) * warps * WARP * sub,
                         RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
                         MAP=map_layout, MAPROW=_dev(_maprow, MAP=map_layout), AT=_dev(_at, MAP=map_layout))
 
