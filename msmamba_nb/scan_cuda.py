@@ -1002,6 +1002,13 @@ def _sync_block():
     "Barrier of the block (the cooperative v4 backward: one B/C tile and the dB/dC sums shared by its warps)."
     cuda.syncthreads()
 
+def _add_bc(dB_o, dC_o, to_b, i, v):
+    "Atomically add v to dB[i] (to_b) or dC[i]: the v4 backward's per-step B/C gradients."
+    if to_b:
+        cuda.atomic.add(dB_o, i, v)
+    else:
+        cuda.atomic.add(dC_o, i, v)
+
 V4_LPR = 8         # lanes per row in the v4 backward (8: 2 states per lane, 4 rows per warp; 4: 4 states, 8 rows)
 V4_WARPS = 2       # warps per v4 block (each warp has its own shared-memory slices: no block barriers)
 
@@ -1282,11 +1289,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                             v += sT[uint64(sbuf + w2 * WARP * SUB + p * SUB + (f2 ^ kq))]
                         n = p & 15
                         if n < N and f2 < nv:
-                            pt = AT(tab, pl, pb, t0 + f2) * sb + rb_
-                            if kq < SUB2:
-                                cuda.atomic.add(dB_o, pt + uint64(n) * sn, v)
-                            else:
-                                cuda.atomic.add(dC_o, pt + uint64(n) * sn, v)
+                            ADDBC(dB_o, dC_o, kq < SUB2, (AT(tab, pl, pb, t0 + f2) * sb + rb_) + uint64(n) * sn, v)
                         e += WPB * WARP
                 else:
                     pt = uint64(0)
@@ -1297,10 +1300,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
                         v = sT[uint64(ot + p * SUB + (fi ^ kq))]
                         n = p & 15
                         if n < N and fi < nv:
-                            if kq < SUB2:
-                                cuda.atomic.add(dB_o, pt + uint64(n) * sn, v)
-                            else:
-                                cuda.atomic.add(dC_o, pt + uint64(n) * sn, v)
+                            ADDBC(dB_o, dC_o, kq < SUB2, pt + uint64(n) * sn, v)
                 if mine:
                     for m in range(SUB2):
                         n = fn + PPI * m
@@ -1355,7 +1355,7 @@ def _make_bwd_v4(tile:int=BLK_TILE, lpr:int=V4_LPR, warps:int=V4_WARPS, sub:int|
     ns = 16 // lpr
     return _with_consts(_bwd_v4, SOFTPLUS=_dev(_softplus, SP_FAST=sp_fast), LANE=_dev(_lane_states), ZG=zgate, TILE=tile, TP=tile + 1, LPR=lpr, NS=ns, SUB=sub, SUB2=sub // 2, RPW=WARP // lpr,
                         PPI=WARP // sub, LOGL=lpr.bit_length() - 1, HH=(sub + 1) * ns, AA=sub * ns, WPB=warps, COOP=coop,
-                        SYNC=_dev(_sync_block if coop else _sync_warp), SMBC=(1 if coop else warps) * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=(2 if coop else 1) * warps * WARP * sub,
+                        SYNC=_dev(_sync_block if coop else _sync_warp), ADDBC=_dev(_add_bc), SMBC=(1 if coop else warps) * 16 * (tile + 1), SMH=warps * (tile // sub) * ns * WARP, SMT=(2 if coop else 1) * warps * WARP * sub,
                         RS4=_dev(_rs4), RS8=_dev(_rs8, RS4=_dev(_rs4)), ROWC=_dev(_rowcoords), SKIPB=_dev(_skipbias),
                         MAP=map_layout, MAPROW=_dev(_maprow, MAP=map_layout), AT=_dev(_at, MAP=map_layout))
 
