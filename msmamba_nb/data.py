@@ -719,7 +719,8 @@ def load_pack(path:str|Path, split:str|None=None, splits:tuple=SPLITS, subset:in
         out[s] = ImageSet.from_arrays(arrs, [header['label'][i] for i in sel], [header['file'][i] for i in sel])
     fid = dict(source=header['source'], pack=path.name, pack_sha256=header['sha256'], encoding=header['encoding'],
                quality=header['quality'], method=header['method'], lossless=header['lossless'],
-               libwebp=header['libwebp'], psnr_vs_source_db=header['psnr_db_summary'], note=header.get('note', ''))
+               libwebp=header['libwebp'], psnr_vs_source_db=header['psnr_db_summary'], note=header.get('note', ''),
+               pack_split_scheme=header['split_scheme'])   # the split the pack was built with (`source` tells its origin)
     return LoadedData(header['dataset'], header['class_names'], out, fid, scheme, src)
 
 # %% ../nbs/08_data.ipynb #c050

@@ -180,7 +180,7 @@ def test_pack_roundtrip_deterministic(tmp_path):
         a = {f: (int(l), tuple(hw)) for f, l, hw in zip(ld.splits[s].files, ld.splits[s].labels, ld.splits[s].hw)}
         b = {f: (int(l), tuple(hw)) for f, l, hw in zip(src.splits[s].files, src.splits[s].labels, src.splits[s].hw)}
         assert a == b and len(a) == len(src.splits[s])
-    assert ld.fidelity['pack_sha256'] == r1['sha256'] and ld.fidelity['quality'] == 85
+    assert ld.fidelity['pack_sha256'] == r1['sha256'] and ld.fidelity['quality'] == 85 and ld.fidelity['pack_split_scheme'] == 'stratified'
     # re-split at load time by the patient scheme: only possible with the committed CSV of the real data
     with pytest.raises(DataError, match='not in sars_patient_s0.csv.gz'): load_pack(tmp_path/'a.pack', split='patient')
 
@@ -308,6 +308,16 @@ def test_cli_pack_split_stats(tmp_path, capsys):
     assert st['key'] == 'SARS:stratified' and st['written'] is False and len(st['std']) == 3
     assert D.main_stats(['--dataset', 'RPE', '--data-root', str(tmp_path)]) == 2
     assert 'dataset RPE not found' in capsys.readouterr().err
+
+@needs_sars
+def test_pack_resplit_by_patient_records_both_splits(tmp_path):
+    "A real SARS pack built with the stratified split loads re-split by patient; its fidelity still names the pack's own split."
+    build_pack('SARS', tmp_path/'r.pack', SARS_DIR.parent, subset=3, workers=1)   # 3 cells per class and split
+    ld = load_pack(tmp_path/'r.pack', split='patient')
+    assert ld.split_scheme == 'patient' and ld.split_source == 'committed sars_patient_s0.csv.gz'
+    assert ld.fidelity['pack_split_scheme'] == 'stratified' and ld.summary()['split_scheme'] == 'patient'
+    m = read_split_csv(split_csv_path('patient'))
+    assert all(m[f][1] == s for s, v in ld.splits.items() for f in v.files)
 
 def test_pack_keeps_its_own_split_by_default(tmp_path):
     "load_data(pack=...) without a split uses the pack's recorded scheme (no silent re-split); a folder defaults to stratified."
