@@ -7,9 +7,9 @@ __all__ = ['DATASETS', 'DATASET_TITLES', 'NOT_OBTAINABLE', 'NOT_RUN_YET', 'OBTAI
            'OWNER_PLOTS', 'paper_results', 'paper_row', 'canonical_dataset', 'canonical_split', 'pct', 'read_log',
            'run_protocol', 'read_run', 'find_runs', 'read_eval_record', 'find_eval_records', 'write_synthetic_results',
            'model_size', 'write_model_size', 'mean_std', 'fmt_cell', 'wilson_interval', 'table1', 'table1_markdown',
-           'write_table1_csv', 'fig_table1', 'fig_curves', 'group_key', 'seed_groups', 'fig_seeds', 'schedule_groups',
-           'fig_schedule', 'fig_confusion_roc', 'fig_radar', 'fig_scatter', 'fig_bench', 'radar_ours', 'make_all',
-           'main_figures']
+           'write_table1_csv', 'fig_table1', 'fig_curves', 'group_key', 'group_stem', 'seed_groups', 'fig_seeds',
+           'schedule_groups', 'fig_schedule', 'seed_errors', 'fig_seed_errors', 'fig_shared_errors',
+           'fig_confusion_roc', 'fig_radar', 'fig_scatter', 'fig_bench', 'radar_ours', 'make_all', 'main_figures']
 
 # %% ../nbs/11_figures.ipynb #c003
 import argparse, csv, json, math, re
@@ -172,6 +172,7 @@ def write_synthetic_results(results_dir:str|Path, # folder to create (runs go to
     "Write clearly-labelled SYNTHETIC run directories (test fixtures only, never results)."
     from msmamba_nb.train import save_predictions
     root = Path(results_dir); rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, n_test)   # one test set, shared by every run (as the seeds of a real group share their split)
     specs = [('t', s, 'default') for s in seeds] + [('s', 0, 'default'), ('t', 0, 'patient')]
     for variant, seed, split in specs:
         d = root/'runs'/f'SYNTHETIC_{variant}_sars_{split}_seed{seed}'; d.mkdir(parents=True, exist_ok=True)
@@ -185,7 +186,6 @@ def write_synthetic_results(results_dir:str|Path, # folder to create (runs go to
             for e in range(epochs):
                 f.write(json.dumps(dict(epoch=e, train_loss=0.7*0.7**e, train_acc=0.6+0.05*e, val_loss=0.65*0.75**e,
                                         val_acc=0.62+0.05*e, lr=1e-4*min(1, (e+1)/3), images_per_s=1000., epoch_s=10.))+'\n')
-        labels = rng.integers(0, 2, n_test)
         p1 = np.clip(labels*0.8 + rng.normal(0.1, 0.2, n_test), 0.001, 0.999)
         probs = np.stack([1-p1, p1], 1)
         save_predictions(d/'predictions.csv', probs, labels, [f'img_{i}.webp' for i in range(n_test)])
@@ -416,6 +416,15 @@ def group_key(r:dict) -> tuple:  # a run from read_run
     "(dataset, variant, split, protocol): runs with the same key differ only in the seed (and implementation options)."
     return r['dataset'], r['variant'], r['split'], r['protocol']
 
+def _slug(protocol:str) -> str:
+    "A file-name form of a protocol string ('' stays '')."
+    return re.sub(r'[^A-Za-z0-9]+', '-', protocol).strip('-').lower()
+
+def group_stem(key:tuple) -> str:  # a group key: (dataset, variant, split, protocol)
+    "File-name stem of a group of runs: dataset-variant-split, then the protocol's slug unless it is the paper's."
+    ds, v, sp, proto = key
+    return f"{ds}-{v}-{sp}" + (f"-{_slug(proto)}" if proto else '')
+
 def seed_groups(runs:list) -> dict:
     "Runs grouped by `group_key` when the group has two or more seeds."
     g = {}
@@ -495,10 +504,87 @@ def fig_schedule(group:list,            # runs of one schedule group (from sched
                  + (f"\n{note}" if note else ''), fontsize=9)
     return fig
 
-def _slug(protocol:str) -> str:
-    "A file-name form of a protocol string ('' stays '')."
-    return re.sub(r'[^A-Za-z0-9]+', '-', protocol).strip('-').lower()
+# %% ../nbs/11_figures.ipynb #c034e
+def seed_errors(group:list) -> dict:  # runs that differ only in the seed (a `seed_groups` value); finished ones with predictions count
+    "Which test images each seed gets wrong, how many seeds share each error, and how the seeds' probability-averaged ensemble scores."
+    from msmamba_nb.train import classification_metrics
+    done = [r for r in group if r['finished'] and r.get('predictions')]
+    if len(done) < 2:
+        raise ValueError(f"seed_errors: needs two or more finished runs with predictions.csv; of {[r['name'] for r in group]} "
+                         f"only {[r['name'] for r in done]} qualify")
+    probs, labels, files = [], None, None
+    for r in done:
+        p, y, f = load_predictions(r['predictions'])
+        if files is None: files, labels = f, y
+        else:
+            at = {x: i for i, x in enumerate(f)}
+            if len(at) != len(f) or set(at) != set(files):
+                raise ValueError(f"{r['predictions']}: its test images are not those of {done[0]['predictions']} "
+                                 f"({len(set(f) ^ set(files))} file names in one only, {len(f) - len(at)} repeated)")
+            ix = np.array([at[x] for x in files]); p, y = p[ix], y[ix]
+            if (y != labels).any():
+                raise ValueError(f"{r['predictions']}: {(y != labels).sum()} labels differ from {done[0]['predictions']}'s "
+                                 f"(e.g. {files[int(np.flatnonzero(y != labels)[0])]})")
+        probs.append(p)
+    P = np.stack(probs)                                  # (seeds, images, classes)
+    S, N, K = P.shape
+    names = done[0]['class_names'] or [str(k) for k in range(K)]
+    wrong = P.argmax(2) != labels                        # (seeds, images)
+    k = wrong.sum(0)
+    ens = P.mean(0)
+    m = classification_metrics(labels, ens, names)
+    pt = P[:, np.arange(N), labels]                      # each seed's probability of the labelled class
+    sh = np.flatnonzero(k == S)
+    sh = sh[np.argsort(pt[:, sh].mean(0), kind='stable')]
+    return dict(group=group_stem(group_key(done[0])), runs=[r['name'] for r in done], seeds=[r['seed'] for r in done],
+                synthetic=done[0]['synthetic'], fidelity=done[0]['fidelity'], n=N, class_names=list(names),
+                errors=[int(e) for e in wrong.sum(1)], wrong_in=np.bincount(k, minlength=S + 1).tolist(),
+                ensemble_OA=pct(m['OA']), ensemble_AUC=pct(m['AUC']), ensemble_confusion=m['confusion_matrix'],
+                shared_by_class={names[c]: int((labels[sh] == c).sum()) for c in range(K)},
+                shared=[dict(file=files[i], label=names[labels[i]], predicted=names[int(ens[i].argmax())],
+                             p_true=round(float(pt[:, i].mean()), 6), p_true_seeds=[round(float(x), 6) for x in pt[:, i]])
+                        for i in sh])
 
+# %% ../nbs/11_figures.ipynb #c034i
+def fig_seed_errors(se:dict) -> Figure:  # from seed_errors
+    "Test images by the number of seeds that get them wrong, and the ensemble's probability of the label for those all seeds get wrong."
+    fig = Figure(figsize=(9, 3.2), layout='constrained')
+    a0, a1 = fig.subplots(1, 2)
+    S = len(se['seeds']); w = se['wrong_in'][1:]
+    a0.bar(range(1, S + 1), w, color='C0')
+    for j, c in enumerate(w): a0.annotate(str(c), (j + 1, c), ha='center', va='bottom', fontsize=8)
+    a0.set_xticks(range(1, S + 1)); a0.set_xlabel(f'seeds (of {S}) that get the image wrong'); a0.set_ylabel('test images')
+    a0.set_title(f"test errors (n={se['n']}; per seed {', '.join(map(str, se['errors']))})", fontsize=9)
+    a1.hist([s['p_true'] for s in se['shared']], bins=np.linspace(0, .5, 11), color='C3')
+    a1.set_xlabel("ensemble's probability of the labelled class"); a1.set_ylabel('test images')
+    a1.set_title(f"the {len(se['shared'])} images all {S} seeds get wrong ("
+                 + ', '.join(f'{v} labelled {k}' for k, v in se['shared_by_class'].items()) + ')', fontsize=9)
+    for ax in (a0, a1): ax.grid(alpha=.3, axis='y')
+    fig.suptitle(('SYNTHETIC ' if se['synthetic'] else '') + f"{se['group']}: seeds {', '.join(map(str, se['seeds']))}; their ensemble "
+                 f"(mean probability) OA {se['ensemble_OA']:.2f} / AUC {se['ensemble_AUC']:.2f} (data {se['fidelity']})", fontsize=9)
+    return fig
+
+def fig_shared_errors(se:dict,              # from seed_errors
+                      image_dir:str|Path,   # the folder the predictions' file names are relative to (the dataset folder)
+                      n:int=24,             # how many images, the ensemble's most confident mistakes first
+                      cols:int=8,           # images per row
+                     ) -> Figure:
+    "The test images every seed gets wrong, each with its label and the ensemble's probability of that label."
+    from msmamba_nb.data import read_rgb
+    items, d = se['shared'][:n], Path(image_dir)
+    if not items: raise ValueError(f"{se['group']}: no test image is wrong in every seed; nothing to show")
+    missing = [s['file'] for s in items if not (d/s['file']).is_file()]
+    if missing: raise FileNotFoundError(f"{d/missing[0]} not found ({len(missing)} of the {len(items)} images missing under {d})")
+    rows = -(-len(items)//cols)
+    fig = Figure(figsize=(1.25*cols, 1.5*rows + .5), layout='constrained')
+    axs = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axs: ax.axis('off')
+    for ax, s in zip(axs, items):
+        ax.imshow(read_rgb(d/s['file'])); ax.set_title(f"label {s['label']}\np={s['p_true']:.3f}", fontsize=7)
+    fig.suptitle(('SYNTHETIC ' if se['synthetic'] else '') + f"{se['group']}: {len(items)} of the {len(se['shared'])} test images all "
+                 f"{len(se['seeds'])} seeds get wrong, most confident first\n(p: the ensemble's probability of the label; shown: the files "
+                 f"in {d.name}/ as stored; the runs saw data {se['fidelity']})", fontsize=9)
+    return fig
 
 # %% ../nbs/11_figures.ipynb #c035
 def fig_confusion_roc(run:dict) -> Figure:
@@ -689,11 +775,20 @@ def radar_ours(pts:list, results_dir=None) -> dict:
     return ours
 
 def _save(fig, path, written, dpi=130):
+    if Path(path) in written: raise ValueError(f"{path}: two inputs would write this file in one run (one would be lost)")
     fig.savefig(path, dpi=dpi, bbox_inches='tight'); written.append(Path(path))
+
+def _image_dir(dataset:str, data_root) -> Path|None:
+    "The folder a dataset's predictions name their files against, when its images are here (a manifest or train/val/test folders)."
+    from msmamba_nb.data import locate_dataset, DataError
+    try: kind, path = locate_dataset(dataset, data_root)
+    except DataError: return None
+    return path if kind in ('manifest', 'imagefolder') else None
 
 def make_all(results_dir:str|Path='paper_figures/data', # committed results (runs/, eval_*.json, bench_*.json)
              out_dir:str|Path='paper_figures',          # where tables and figures go
              verbose:bool=True,                          # print one line per file / skipped input
+             data_root:str|Path|None=None,               # images for the shared-errors grids (default: the nearest shared/datasets)
             ) -> list:                                   # paths written
     "Regenerate Table I and every figure from the committed results."
     results_dir, out_dir = Path(results_dir), Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -709,10 +804,20 @@ def make_all(results_dir:str|Path='paper_figures/data', # committed results (run
     for r in runs:
         if r['log']: _save(fig_curves(r), out_dir/f"curves_{r['name']}.png", written)
         else: say(f"skipped: {r['path']/'log.jsonl'} missing or empty (no curves for {r['name']})")
-    for (ds, v, sp, _), grp in seed_groups(runs).items():
-        _save(fig_seeds(grp), out_dir/f"seeds_{ds}-{v}-{sp}.png", written)
-    for (ds, v, sp, rest), grp in schedule_groups(runs).items():   # the rest of the protocol in the name, so groups never collide
-        _save(fig_schedule(grp, paper), out_dir/f"schedule_{ds}-{v}-{sp}{'-' + _slug(rest) if rest else ''}.png", written)
+    for key, grp in seed_groups(runs).items():   # the protocol in the names, so groups never collide
+        _save(fig_seeds(grp), out_dir/f"seeds_{group_stem(key)}.png", written)
+        try: se = seed_errors(grp)
+        except ValueError as e: say(f"skipped: errors the seeds share: {e}"); continue
+        (out_dir/f"seed_errors_{se['group']}.json").write_text(json.dumps(se, indent=1) + '\n')
+        written.append(out_dir/f"seed_errors_{se['group']}.json")
+        _save(fig_seed_errors(se), out_dir/f"seed_errors_{se['group']}.png", written)
+        d = _image_dir(key[0], data_root) if se['shared'] else None
+        if d is None: say(f"skipped: shared_errors_{se['group']}.png (no images of {key[0]} under the data root, or no shared error)")
+        else:
+            try: _save(fig_shared_errors(se, d), out_dir/f"shared_errors_{se['group']}.png", written)
+            except FileNotFoundError as e: say(f"skipped: shared_errors_{se['group']}.png: {e}")
+    for key, grp in schedule_groups(runs).items():
+        _save(fig_schedule(grp, paper), out_dir/f"schedule_{group_stem(key)}.png", written)
     cr = [r for r in runs + recs if r['variant'] == 't' and r['dataset'] == 'SARS' and (r['predictions'] or r['confusion'])]
     if not cr: say(f"skipped: no t run or eval record on SARS with predictions or a confusion matrix under {results_dir} (no confusion/ROC figure)")
     for r in cr: _save(fig_confusion_roc(r), out_dir/f"confusion_roc_{r['name']}.png", written)
@@ -743,9 +848,11 @@ def main_figures(argv:list|None=None) -> int:
     ap.add_argument('--results', default='paper_figures/data', help='committed results folder (default: %(default)s)')
     ap.add_argument('--out', default='paper_figures', help='output folder (default: %(default)s)')
     ap.add_argument('--quiet', action='store_true', help='do not list the files written')
+    ap.add_argument('--data-root', help='where the test images are, for the grid of errors all seeds share (default: the nearest '
+                    'shared/datasets above the current directory; without images the grid is skipped)')
     ap.add_argument('--measure-size', action='store_true', help='first count our models (params, GMACs) into <results>/model_size.json')
     a = ap.parse_args(argv)
     if a.measure_size: print(f"wrote {write_model_size(a.results)}")
-    files = make_all(a.results, a.out, verbose=not a.quiet)
+    files = make_all(a.results, a.out, verbose=not a.quiet, data_root=a.data_root)
     print(f"msmamba figures: {len(files)} files written to {a.out}")
     return 0

@@ -66,7 +66,8 @@ def test_make_all_writes_everything(results, tmp_path):
     assert {'table1.md', 'table1.csv', 'table1.png', 'radar_t.png', 'scatter_sars.png', 'bench_scan_summary.png'} <= names
     assert sum(n.startswith('curves_') for n in names) == 5
     assert sum(n.startswith('confusion_roc_') for n in names) == 4
-    assert all(p.exists() and p.stat().st_size > 1000 for p in files)
+    assert all(p.exists() and p.stat().st_size > (1000 if p.suffix == '.png' else 0) for p in files)
+    assert {'seeds_SARS-t-default.png', 'seed_errors_SARS-t-default.json', 'seed_errors_SARS-t-default.png'} <= names
     with open(tmp_path/'table1.csv') as f: rows = list(csv.DictReader(f))
     assert len(rows) == 32 + 4 and sum(r['source'] == 'paper' for r in rows) == 32
     md = (tmp_path/'table1.md').read_text()
@@ -158,13 +159,16 @@ def test_table1_keeps_protocols_apart(tmp_path):
     assert full['SARS_OA'].endswith('(n=2)')
 
 def test_committed_table1_regenerates_from_committed_data(tmp_path):
-    "paper_figures/table1.md is exactly what the committed data gives: no result typed in, none missing from git."
+    "paper_figures/table1.md and the seed-error records are exactly what the committed data gives: nothing typed in, nothing missing from git."
     from pathlib import Path
     from msmamba_nb.figures import make_all
     repo = Path(__file__).resolve().parents[1]
     make_all(repo/'paper_figures'/'data', tmp_path)
     assert (tmp_path/'table1.md').read_text() == (repo/'paper_figures'/'table1.md').read_text()
     assert (tmp_path/'table1.csv').read_text() == (repo/'paper_figures'/'table1.csv').read_text()
+    committed = sorted(p.name for p in (repo/'paper_figures').glob('seed_errors_*.json'))
+    assert committed and committed == sorted(p.name for p in tmp_path.glob('seed_errors_*.json'))
+    for n in committed: assert (tmp_path/n).read_text() == (repo/'paper_figures'/n).read_text(), n
 
 
 def test_committed_runs_metrics_match_their_predictions():
