@@ -776,7 +776,8 @@ def radar_ours(pts:list, results_dir=None) -> dict:
 
 def _save(fig, path, written, dpi=130):
     if Path(path) in written: raise ValueError(f"{path}: two inputs would write this file in one run (one would be lost)")
-    fig.savefig(path, dpi=dpi, bbox_inches='tight'); written.append(Path(path))
+    jpg = Path(path).suffix == '.jpg'   # photographs: JPEG q85 is a fifth of the PNG's size
+    fig.savefig(path, dpi=dpi, bbox_inches='tight', **(dict(pil_kwargs=dict(quality=85)) if jpg else {})); written.append(Path(path))
 
 def _image_dir(dataset:str, data_root) -> Path|None:
     "The folder a dataset's predictions name their files against, when its images are here (a manifest or train/val/test folders)."
@@ -812,10 +813,10 @@ def make_all(results_dir:str|Path='paper_figures/data', # committed results (run
         written.append(out_dir/f"seed_errors_{se['group']}.json")
         _save(fig_seed_errors(se), out_dir/f"seed_errors_{se['group']}.png", written)
         d = _image_dir(key[0], data_root) if se['shared'] else None
-        if d is None: say(f"skipped: shared_errors_{se['group']}.png (no images of {key[0]} under the data root, or no shared error)")
+        if d is None: say(f"skipped: shared_errors_{se['group']}.jpg (no images of {key[0]} under the data root, or no shared error)")
         else:
-            try: _save(fig_shared_errors(se, d), out_dir/f"shared_errors_{se['group']}.png", written)
-            except FileNotFoundError as e: say(f"skipped: shared_errors_{se['group']}.png: {e}")
+            try: _save(fig_shared_errors(se, d), out_dir/f"shared_errors_{se['group']}.jpg", written, dpi=110)
+            except FileNotFoundError as e: say(f"skipped: shared_errors_{se['group']}.jpg: {e}")
     for key, grp in schedule_groups(runs).items():
         _save(fig_schedule(grp, paper), out_dir/f"schedule_{group_stem(key)}.png", written)
     cr = [r for r in runs + recs if r['variant'] == 't' and r['dataset'] == 'SARS' and (r['predictions'] or r['confusion'])]
