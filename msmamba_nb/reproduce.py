@@ -343,15 +343,20 @@ def _measured_runs(results_dir) -> list:
     from msmamba_nb.figures import find_runs
     return [r for r in (find_runs(results_dir) if Path(results_dir).exists() else []) if r['finished'] and not r['synthetic']]
 
+def _peers(run:str|None,  # the release's training run (its directory name), if the release names one
+           rd:Path,       # results folder with runs/
+          ) -> tuple:     # (the run, the finished runs of its group, itself included); (None, []) when it is not there
+    "The release's run and the finished runs that differ from it only in the seed (figures.group_key)."
+    from msmamba_nb.figures import group_key
+    runs = _measured_runs(rd) if run else []
+    me = next((r for r in runs if r['name'] == run), None)
+    return (me, [r for r in runs if group_key(r) == group_key(me)]) if me else (None, [])
+
 def _selection_lines(run:str|None,  # the release's training run (its directory name), if the release names one
                      rd:Path,       # results folder with runs/
                     ) -> list:      # zero or one Markdown list line
     "Card lines: the release's run beside the other finished runs of its protocol, by best val accuracy (the selection rule)."
-    from msmamba_nb.figures import group_key
-    runs = _measured_runs(rd) if run else []
-    me = next((r for r in runs if r['name'] == run), None)
-    if me is None: return []
-    peers = [r for r in runs if group_key(r) == group_key(me)]
+    me, peers = _peers(run, rd)
     if len(peers) < 2: return []
     val = lambda r: r['metrics'].get('best_val_acc')
     others = [r for r in peers if r is not me and val(r) is not None]
@@ -364,6 +369,18 @@ def _selection_lines(run:str|None,  # the release's training run (its directory 
     return [f"- runs of the same protocol, dataset, variant and split (best val accuracy; test OA / AUC, %): "
             + '; '.join(f"{r['name']} (seed {r['seed']}): {fmt(r)}; {r['OA']:.2f} / {r['AUC']:.2f}" for r in peers)
             + f"; {verdict}"]
+
+def _shared_error_lines(run:str|None, rd:Path) -> list:  # as _selection_lines; zero or one Markdown list line
+    "Card line: the test images every seed of the release's protocol gets wrong, and the seeds' ensemble (figures.seed_errors)."
+    from msmamba_nb.figures import seed_errors
+    try: se = seed_errors(_peers(run, rd)[1])
+    except ValueError: return []   # fewer than two runs with predictions
+    S = len(se['seeds'])
+    return [f"- {se['wrong_in'][-1]} of the {se['n']} test images are misclassified by all {S} runs of this protocol "
+            f"({', '.join(se['runs'])}: " + ', '.join(f"{v} labelled {k}" for k, v in se['shared_by_class'].items())
+            + f"); their ensemble (mean probability) scores {se['ensemble_OA']:.2f} / {se['ensemble_AUC']:.2f}. Whether some of "
+            f"these labels are wrong has not been checked by an expert; `msmamba figures` lists them in "
+            f"`paper_figures/seed_errors_{se['group']}.json` and shows the most confident in `shared_errors_{se['group']}.jpg`."]
 
 def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/data') -> str:
     "The Markdown model card of a release, from its meta, its run's metrics and its evaluation records."
@@ -427,7 +444,8 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
           "- The default split is by cell, not by patient: cells of one patient occur in train and test, which flatters "
           "the score; see the patient-grouped run in Table I.",
           "- Inputs were lossy re-encodes (WebP q95 in ../shared, q85 in the GPU pack); the records above state which.",
-          "- Weights rounded to float16: compare evaluations of this file only with each other.", ""]
+          "- Weights rounded to float16: compare evaluations of this file only with each other.",
+          *_shared_error_lines(run, rd), ""]
     return '\n'.join(L)
 
 def write_model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/data', out:str|Path|None=None) -> Path:
