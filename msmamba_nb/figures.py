@@ -774,10 +774,13 @@ def radar_ours(pts:list, results_dir=None) -> dict:
     if t: ours.update(SARS=t['OA'], label=t['label'])
     return ours
 
-def _save(fig, path, written, dpi=130):
+def _save(obj, path, written, dpi=130):  # obj: a Figure, or text to write as it is
     if Path(path) in written: raise ValueError(f"{path}: two inputs would write this file in one run (one would be lost)")
-    jpg = Path(path).suffix == '.jpg'   # photographs: JPEG q85 is a fifth of the PNG's size
-    fig.savefig(path, dpi=dpi, bbox_inches='tight', **(dict(pil_kwargs=dict(quality=85)) if jpg else {})); written.append(Path(path))
+    if isinstance(obj, str): Path(path).write_text(obj)
+    else:
+        jpg = Path(path).suffix == '.jpg'   # photographs: JPEG q85 is a fifth of the PNG's size
+        obj.savefig(path, dpi=dpi, bbox_inches='tight', **(dict(pil_kwargs=dict(quality=85)) if jpg else {}))
+    written.append(Path(path))
 
 def _image_dir(dataset:str, data_root) -> Path|None:
     "The folder a dataset's predictions name their files against, when its images are here (a manifest or train/val/test folders)."
@@ -799,7 +802,7 @@ def make_all(results_dir:str|Path='paper_figures/data', # committed results (run
     if not runs: say(f"skipped: no runs found under {results_dir/'runs'} (Table I gets no measured values; no curves, confusion matrix or ROC)")
     recs = find_eval_records(results_dir)
     rows = table1(runs, paper, results_dir=results_dir, records=recs)
-    (out_dir/'table1.md').write_text(table1_markdown(rows)); written.append(out_dir/'table1.md')
+    _save(table1_markdown(rows), out_dir/'table1.md', written)
     written.append(write_table1_csv(rows, out_dir/'table1.csv'))
     _save(fig_table1(rows), out_dir/'table1.png', written, dpi=150)
     for r in runs:
@@ -809,8 +812,7 @@ def make_all(results_dir:str|Path='paper_figures/data', # committed results (run
         _save(fig_seeds(grp), out_dir/f"seeds_{group_stem(key)}.png", written)
         try: se = seed_errors(grp)
         except ValueError as e: say(f"skipped: errors the seeds share: {e}"); continue
-        (out_dir/f"seed_errors_{se['group']}.json").write_text(json.dumps(se, indent=1) + '\n')
-        written.append(out_dir/f"seed_errors_{se['group']}.json")
+        _save(json.dumps(se, indent=1) + '\n', out_dir/f"seed_errors_{se['group']}.json", written)
         _save(fig_seed_errors(se), out_dir/f"seed_errors_{se['group']}.png", written)
         d = _image_dir(key[0], data_root) if se['shared'] else None
         if d is None: say(f"skipped: shared_errors_{se['group']}.jpg (no images of {key[0]} under the data root, or no shared error)")

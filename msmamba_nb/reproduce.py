@@ -352,11 +352,10 @@ def _peers(run:str|None,  # the release's training run (its directory name), if 
     me = next((r for r in runs if r['name'] == run), None)
     return (me, [r for r in runs if group_key(r) == group_key(me)]) if me else (None, [])
 
-def _selection_lines(run:str|None,  # the release's training run (its directory name), if the release names one
-                     rd:Path,       # results folder with runs/
-                    ) -> list:      # zero or one Markdown list line
+def _selection_lines(me:dict|None,  # the release's run (from _peers)
+                     peers:list,      # its group's finished runs, itself included (from _peers)
+                    ) -> list:        # zero or one Markdown list line
     "Card lines: the release's run beside the other finished runs of its protocol, by best val accuracy (the selection rule)."
-    me, peers = _peers(run, rd)
     if len(peers) < 2: return []
     val = lambda r: r['metrics'].get('best_val_acc')
     others = [r for r in peers if r is not me and val(r) is not None]
@@ -370,10 +369,10 @@ def _selection_lines(run:str|None,  # the release's training run (its directory 
             + '; '.join(f"{r['name']} (seed {r['seed']}): {fmt(r)}; {r['OA']:.2f} / {r['AUC']:.2f}" for r in peers)
             + f"; {verdict}"]
 
-def _shared_error_lines(run:str|None, rd:Path) -> list:  # as _selection_lines; zero or one Markdown list line
+def _shared_error_lines(peers:list) -> list:  # the release's group (from _peers); zero or one Markdown list line
     "Card line: the test images every seed of the release's protocol gets wrong, and the seeds' ensemble (figures.seed_errors)."
     from msmamba_nb.figures import seed_errors
-    try: se = seed_errors(_peers(run, rd)[1])
+    try: se = seed_errors(peers)
     except ValueError: return []   # fewer than two runs with predictions
     S = len(se['seeds'])
     return [f"- {se['wrong_in'][-1]} of the {se['n']} test images are misclassified by all {S} runs of this protocol "
@@ -391,6 +390,7 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
     recs = [(n, r) for n, r in recs if r.get('checkpoint_sha256') == sha]
     run = rel.get('run'); met = {}
     if run and (rd/'runs'/run/'metrics.json').exists(): met = json.loads((rd/'runs'/run/'metrics.json').read_text())
+    me, group = _peers(run, rd)   # read once for the card's two lines on the run's group
     size = Path(release).stat().st_size/2**20
     L = [f"# Model card: {Path(release).name}", "",
          f"Ms-Mamba-{meta['variant']} (Microscopic-Mamba / MambaMIC, arXiv 2409.07896) re-implemented in msmamba_nb, "
@@ -405,7 +405,7 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
          f"- classes (label index order): {meta['class_names']}; AUC uses the probability of class 1 ({meta['class_names'][1]})"
          if meta['num_classes'] == 2 else f"- classes: {meta['class_names']}",
          f"- training run: {run or 'not stated'}" + (f" (commit {rel['commit']})" if rel.get('commit') else ''),
-         *_selection_lines(run, rd),
+         *_selection_lines(me, group),
          "- use: `msmamba predict IMAGES_OR_FOLDERS` (a CSV of class probabilities; the bundled release unless "
          "`--checkpoint FILE` names another), or `msmamba_nb.reproduce.classify` / `load_release` from Python", "",
          "## Data and split",
@@ -445,7 +445,7 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
           "the score; see the patient-grouped run in Table I.",
           "- Inputs were lossy re-encodes (WebP q95 in ../shared, q85 in the GPU pack); the records above state which.",
           "- Weights rounded to float16: compare evaluations of this file only with each other.",
-          *_shared_error_lines(run, rd), ""]
+          *_shared_error_lines(group), ""]
     return '\n'.join(L)
 
 def write_model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/data', out:str|Path|None=None) -> Path:
