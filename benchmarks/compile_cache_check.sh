@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Does `msmamba train --compile-cache` save the compiling on a later process, and how small does the cache pack?
+# Two fresh processes train 1 epoch of t (fp32, channels_last, compiled, batch 58, 224 px: the step of the Table I runs)
+# on the bundled 200-cell sample pack; the first compiles afresh and writes the cache, the second loads it. Then the cache
+# file is compressed (xz -6, zstd -19 when present) to see whether it fits a device call's 64 MiB beside the tree.
+# Usage (repo root, GPU machine): bash benchmarks/compile_cache_check.sh   (writes $OUT/compile_cache_check.log)
+set -u
+: "${OUT:?OUT, the output folder of the device tool, is not set}"
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+log="$OUT/compile_cache_check.log"; cc=runs/cc_check
+rm -rf "$cc" runs/cc_check_1 runs/cc_check_2
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python -c 'import torch; print("torch", torch.__version__)'
+  for k in 1 2; do
+    echo "== process $k"; t0=$(date +%s.%N)
+    python3 -m msmamba_nb.cli train --pack sample --variant t --epochs 1 --channels-last --compile --seed 0 --no-progress \
+      --compile-cache "$cc" --run-dir runs/cc_check_$k 2>&1 | grep -E "compile cache|first compiled step|Error|error" 
+    echo "process $k wall: $(python -c "import time; print(round(time.time()-$t0, 1))") s"
+  done
+  ls -la "$cc"
+  f=$(ls "$cc"/*.bin | head -1)
+  t0=$(date +%s.%N); xz -6 -T16 -k -c "$f" > /tmp/cc.xz; echo "xz -6: $(stat -c %s /tmp/cc.xz) bytes, $(python -c "import time; print(round(time.time()-$t0, 1))") s"
+  if command -v zstd >/dev/null; then t0=$(date +%s.%N); zstd -19 -T16 -q -c "$f" > /tmp/cc.zst; echo "zstd -19: $(stat -c %s /tmp/cc.zst) bytes, $(python -c "import time; print(round(time.time()-$t0, 1))") s"; fi
+} > "$log" 2>&1
+cat "$log"
