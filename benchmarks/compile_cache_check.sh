@@ -4,6 +4,9 @@
 # on the bundled 200-cell sample pack; the first compiles afresh and writes the cache, the second loads it. Then the cache
 # file is compressed (xz -6, zstd -19 when present) to see whether it fits a device call's 64 MiB beside the tree.
 # Usage (repo root, GPU machine): bash benchmarks/compile_cache_check.sh   (writes $OUT/compile_cache_check.log)
+# Give it a call of its own, 600 s: on a fresh H100 (2026-12-07, commit e81a7b1) the first process alone took 318 s, 269 s of
+# it compiling, and a 400 s limit cut the second process off before it reported (its lines, held in grep's buffer, were lost;
+# grep now flushes each line).
 set -u
 : "${OUT:?OUT, the output folder of the device tool, is not set}"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
@@ -13,7 +16,7 @@ rm -rf "$cc" runs/cc_check_1 runs/cc_check_2
   for k in 1 2; do
     echo "== process $k"; t0=$(date +%s.%N)
     python3 -m msmamba_nb.cli train --pack sample --variant t --epochs 1 --channels-last --compile --seed 0 --no-progress \
-      --compile-cache "$cc" --run-dir runs/cc_check_$k 2>&1 | grep -E "compile cache|first compiled step|Error|error" 
+      --compile-cache "$cc" --run-dir runs/cc_check_$k 2>&1 | grep --line-buffered -E "compile cache|first compiled step|Error|error"
     echo "process $k wall: $(python -c "import time; print(round(time.time()-$t0, 1))") s"
   done
   ls -la "$cc"
