@@ -12,16 +12,16 @@ set -u
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 log="$OUT/compile_cache_check.log"; cc=runs/cc_check
 rm -rf "$cc" runs/cc_check_1 runs/cc_check_2
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python -c 'import torch; print("torch", torch.__version__)'
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python3 -c 'import torch; print("torch", torch.__version__)'
   for k in 1 2; do
     echo "== process $k"; t0=$(date +%s.%N)
     python3 -m msmamba_nb.cli train --pack sample --variant t --epochs 1 --channels-last --compile --seed 0 --no-progress \
       --compile-cache "$cc" --run-dir runs/cc_check_$k 2>&1 | grep --line-buffered -E "compile cache|first compiled step|Error|error"
-    echo "process $k wall: $(python -c "import time; print(round(time.time()-$t0, 1))") s"
+    echo "process $k wall: $(python3 -c "import time; print(round(time.time()-$t0, 1))") s"
   done
   ls -la "$cc"
   f=$(ls "$cc"/*.bin | head -1)
-  t0=$(date +%s.%N); xz -6 -T16 -k -c "$f" > /tmp/cc.xz; echo "xz -6: $(stat -c %s /tmp/cc.xz) bytes, $(python -c "import time; print(round(time.time()-$t0, 1))") s"
-  if command -v zstd >/dev/null; then t0=$(date +%s.%N); zstd -19 -T16 -q -c "$f" > /tmp/cc.zst; echo "zstd -19: $(stat -c %s /tmp/cc.zst) bytes, $(python -c "import time; print(round(time.time()-$t0, 1))") s"; fi
+  t0=$(date +%s.%N); xz -6 -T16 -k -c "$f" > "$cc/cache.xz"; echo "xz -6: $(stat -c %s "$cc/cache.xz") bytes, $(python3 -c "import time; print(round(time.time()-$t0, 1))") s"
+  if command -v zstd >/dev/null; then t0=$(date +%s.%N); zstd -19 -T16 -q -c "$f" > "$cc/cache.zst"; echo "zstd -19: $(stat -c %s "$cc/cache.zst") bytes, $(python3 -c "import time; print(round(time.time()-$t0, 1))") s"; fi
 } > "$log" 2>&1
 cat "$log"
