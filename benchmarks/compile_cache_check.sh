@@ -10,18 +10,19 @@
 set -u
 : "${OUT:?OUT, the output folder of the device tool, is not set}"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f s", b - a }'; }   # seconds since $EPOCHREALTIME was $1
 log="$OUT/compile_cache_check.log"; cc=runs/cc_check
 rm -rf "$cc" runs/cc_check_1 runs/cc_check_2
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python3 -c 'import torch; print("torch", torch.__version__)'
   for k in 1 2; do
-    echo "== process $k"; t0=$(date +%s.%N)
+    echo "== process $k"; t0=$EPOCHREALTIME
     python3 -m msmamba_nb.cli train --pack sample --variant t --epochs 1 --channels-last --compile --seed 0 --no-progress \
       --compile-cache "$cc" --run-dir runs/cc_check_$k 2>&1 | grep --line-buffered -E "compile cache|first compiled step|Error|error"
-    echo "process $k wall: $(python3 -c "import time; print(round(time.time()-$t0, 1))") s"
+    echo "process $k wall: $(since "$t0")"
   done
   ls -la "$cc"
   f=$(ls "$cc"/*.bin | head -1)
-  t0=$(date +%s.%N); xz -6 -T16 -k -c "$f" > "$cc/cache.xz"; echo "xz -6: $(stat -c %s "$cc/cache.xz") bytes, $(python3 -c "import time; print(round(time.time()-$t0, 1))") s"
-  if command -v zstd >/dev/null; then t0=$(date +%s.%N); zstd -19 -T16 -q -c "$f" > "$cc/cache.zst"; echo "zstd -19: $(stat -c %s "$cc/cache.zst") bytes, $(python3 -c "import time; print(round(time.time()-$t0, 1))") s"; fi
+  t0=$EPOCHREALTIME; xz -6 -T16 -k -c "$f" > "$cc/cache.xz"; echo "xz -6: $(stat -c %s "$cc/cache.xz") bytes, $(since "$t0")"
+  if command -v zstd >/dev/null; then t0=$EPOCHREALTIME; zstd -19 -T16 -q -c "$f" > "$cc/cache.zst"; echo "zstd -19: $(stat -c %s "$cc/cache.zst") bytes, $(since "$t0")"; fi
 } > "$log" 2>&1
 cat "$log"
