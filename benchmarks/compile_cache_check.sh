@@ -21,7 +21,8 @@ rm -rf "$cc" runs/cc_check_1 runs/cc_check_2
     echo "process $k wall: $(since "$t0")"
   done
   ls -la "$cc"
-  f=$(ls "$cc"/*.bin | head -1)
+  f=$(ls "$cc"/*.bin 2>/dev/null | head -1)
+  [ -n "$f" ] || { echo "no compile cache file in $cc: process 1 wrote none (see its lines above)"; exit 1; }
   t0=$EPOCHREALTIME; xz -6 -T16 -k -c "$f" > "$cc/cache.xz"; echo "xz -6: $(stat -c %s "$cc/cache.xz") bytes, $(since "$t0")"
   if command -v zstd >/dev/null; then t0=$EPOCHREALTIME; zstd -19 -T16 -q -c "$f" > "$cc/cache.zst"; echo "zstd -19: $(stat -c %s "$cc/cache.zst") bytes, $(since "$t0")"; fi
 } > "$log" 2>&1
