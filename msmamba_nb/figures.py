@@ -100,6 +100,7 @@ def run_protocol(cfg:dict,            # a run's config.json
     if cfg.get('weight_decay'): bits.append(f"weight decay {cfg['weight_decay']:g}")
     if cfg.get('warmup_epochs') is not None and ep and abs(cfg['warmup_epochs'] - 10*ep/200) > 1e-9: bits.append(f"warm-up {cfg['warmup_epochs']:g} epochs")
     if cfg.get('eval_every') not in (None, 1): bits.append(f"validation every {cfg['eval_every']} epochs")
+    if cfg.get('norm') not in (None, 'train'): bits.append("the released code's MedFM-colon normalisation")
     if cfg.get('forked_from'): bits.append(f"continued from {cfg['forked_from']['run']} after epoch {cfg['forked_from']['epoch']}")
     return '; '.join(bits)
 
