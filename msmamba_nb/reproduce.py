@@ -381,6 +381,23 @@ def _shared_error_lines(peers:list) -> list:  # the release's group (from _peers
             f"these labels are wrong has not been checked by an expert; `msmamba figures` lists them in "
             f"`paper_figures/seed_errors_{se['group']}.json` and shows the most confident in `shared_errors_{se['group']}.jpg`."]
 
+def _split_lines(me:dict|None,  # the release's run (from _peers)
+                 peers:list,      # its group's finished runs, itself included (from _peers)
+                 rd:Path,         # results folder with runs/
+                ) -> list:        # one Markdown list line
+    "Card line: the release's split (by cell or by patient), beside the finished patient-grouped runs of its protocol."
+    from msmamba_nb.figures import fmt_cell
+    if me is not None and me['split'] == 'patient': return ["- Split by patient: no patient's cells are in two of train/val/test."]
+    line = "- The default split is by cell, not by patient: cells of one patient occur in train and test, which can flatter the score"
+    pat = [r for r in _measured_runs(rd) if me is not None and r['split'] == 'patient'
+           and (r['dataset'], r['variant'], r['protocol']) == (me['dataset'], me['variant'], me['protocol'])]
+    if not pat: return [line + "; no patient-grouped run of this protocol is committed."]
+    mean = lambda rs: sum(r['OA'] for r in rs)/len(rs)
+    return [line + f". With this protocol the patient-grouped split (another test set) scored OA / AUC "
+            f"{fmt_cell([r['OA'] for r in pat])} / {fmt_cell([r['AUC'] for r in pat])} ({', '.join(r['name'] for r in pat)}): "
+            f"{mean(pat) - me['OA']:+.2f} points of OA against this release's run and {mean(pat) - mean(peers):+.2f} against "
+            f"the mean of the {len(peers)} run(s) of its split."]
+
 def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/data') -> str:
     "The Markdown model card of a release, from its meta, its run's metrics and its evaluation records."
     from msmamba_nb.train import load_checkpoint
@@ -441,8 +458,7 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
           "- Research reproduction, not a medical device; not validated for diagnosis.",
           "- Trained and tested on single-cell crops of thin blood smears from one source (NIH, Chittagong); other "
           "microscopes, stains or cell segmentations are out of distribution.",
-          "- The default split is by cell, not by patient: cells of one patient occur in train and test, which flatters "
-          "the score; see the patient-grouped run in Table I.",
+          *_split_lines(me, group, rd),
           "- Inputs were lossy re-encodes (WebP q95 in ../shared, q85 in the GPU pack); the records above state which.",
           "- Weights rounded to float16: compare evaluations of this file only with each other.",
           *_shared_error_lines(group), ""]
