@@ -344,11 +344,10 @@ def _measured_runs(results_dir) -> list:
     return [r for r in (find_runs(results_dir) if Path(results_dir).exists() else []) if r['finished'] and not r['synthetic']]
 
 def _peers(run:str|None,  # the release's training run (its directory name), if the release names one
-           rd:Path,       # results folder with runs/
+           runs:list,     # the committed runs (from _measured_runs)
           ) -> tuple:     # (the run, the finished runs of its group, itself included); (None, []) when it is not there
     "The release's run and the finished runs that differ from it only in the seed (figures.group_key)."
     from msmamba_nb.figures import group_key
-    runs = _measured_runs(rd) if run else []
     me = next((r for r in runs if r['name'] == run), None)
     return (me, [r for r in runs if group_key(r) == group_key(me)]) if me else (None, [])
 
@@ -383,13 +382,13 @@ def _shared_error_lines(peers:list) -> list:  # the release's group (from _peers
 
 def _split_lines(me:dict|None,  # the release's run (from _peers)
                  peers:list,      # its group's finished runs, itself included (from _peers)
-                 rd:Path,         # results folder with runs/
+                 runs:list,       # the committed runs (from _measured_runs)
                 ) -> list:        # one Markdown list line
     "Card line: the release's split (by cell or by patient), beside the finished patient-grouped runs of its protocol."
     from msmamba_nb.figures import fmt_cell
     if me is not None and me['split'] == 'patient': return ["- Split by patient: no patient's cells are in two of train/val/test."]
     line = "- The default split is by cell, not by patient: cells of one patient occur in train and test, which can flatter the score"
-    pat = [r for r in _measured_runs(rd) if me is not None and r['split'] == 'patient'
+    pat = [r for r in runs if me is not None and r['split'] == 'patient'
            and (r['dataset'], r['variant'], r['protocol']) == (me['dataset'], me['variant'], me['protocol'])]
     if not pat: return [line + "; no patient-grouped run of this protocol is committed."]
     mean = lambda rs: sum(r['OA'] for r in rs)/len(rs)
@@ -407,7 +406,8 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
     recs = [(n, r) for n, r in recs if r.get('checkpoint_sha256') == sha]
     run = rel.get('run'); met = {}
     if run and (rd/'runs'/run/'metrics.json').exists(): met = json.loads((rd/'runs'/run/'metrics.json').read_text())
-    me, group = _peers(run, rd)   # read once for the card's two lines on the run's group
+    runs = _measured_runs(rd) if run else []   # read once for the card's lines on the run's group and split
+    me, group = _peers(run, runs)
     size = Path(release).stat().st_size/2**20
     L = [f"# Model card: {Path(release).name}", "",
          f"Ms-Mamba-{meta['variant']} (Microscopic-Mamba / MambaMIC, arXiv 2409.07896) re-implemented in msmamba_nb, "
@@ -458,7 +458,7 @@ def model_card(release:str|Path=RELEASED, results_dir:str|Path='paper_figures/da
           "- Research reproduction, not a medical device; not validated for diagnosis.",
           "- Trained and tested on single-cell crops of thin blood smears from one source (NIH, Chittagong); other "
           "microscopes, stains or cell segmentations are out of distribution.",
-          *_split_lines(me, group, rd),
+          *_split_lines(me, group, runs),
           "- Inputs were lossy re-encodes (WebP q95 in ../shared, q85 in the GPU pack); the records above state which.",
           "- Weights rounded to float16: compare evaluations of this file only with each other.",
           *_shared_error_lines(group), ""]
