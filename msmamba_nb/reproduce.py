@@ -385,13 +385,13 @@ def _split_lines(me:dict|None,  # the release's run (from _peers)
                  runs:list,       # the committed runs (from _measured_runs)
                 ) -> list:        # one Markdown list line
     "Card line: the release's split (by cell or by patient), beside the finished patient-grouped runs of its protocol."
-    from msmamba_nb.figures import fmt_cell
+    from msmamba_nb.figures import fmt_cell, mean_std
     if me is not None and me['split'] == 'patient': return ["- Split by patient: no patient's cells are in two of train/val/test."]
     line = "- The default split is by cell, not by patient: cells of one patient occur in train and test, which can flatter the score"
     pat = [r for r in runs if me is not None and r['split'] == 'patient'
            and (r['dataset'], r['variant'], r['protocol']) == (me['dataset'], me['variant'], me['protocol'])]
     if not pat: return [line + "; no patient-grouped run of this protocol is committed."]
-    mean = lambda rs: sum(r['OA'] for r in rs)/len(rs)
+    mean = lambda rs: mean_std([r['OA'] for r in rs])[0]
     return [line + f". With this protocol the patient-grouped split (another test set) scored OA / AUC "
             f"{fmt_cell([r['OA'] for r in pat])} / {fmt_cell([r['AUC'] for r in pat])} ({', '.join(r['name'] for r in pat)}): "
             f"{mean(pat) - me['OA']:+.2f} points of OA against this release's run and {mean(pat) - mean(peers):+.2f} against "
